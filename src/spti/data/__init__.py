@@ -1,0 +1,1 @@
+"""Data handling: text input, image ingestion, run folders and the release writer."""

@@ -1,0 +1,61 @@
+"""The ``spti`` logger and progress bars.
+
+One named logger (``spti``) so that applications can route or silence spti's messages. Rule: nothing
+private (captions, file contents, embeddings) is ever passed to it; counts, sizes, timings, model ids and
+the user's own paths are fine.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+logger = logging.getLogger("spti")
+
+T = TypeVar("T")
+
+_PROGRESS_ENABLED = os.environ.get("SPTI_NO_PROGRESS", "") in ("", "0")
+
+
+def set_progress(enabled: bool) -> None:
+    """Turn tqdm progress bars on or off for the whole process (``--no-progress`` on the CLI)."""
+    global _PROGRESS_ENABLED
+    _PROGRESS_ENABLED = bool(enabled)
+
+
+def progress_enabled() -> bool:
+    return _PROGRESS_ENABLED
+
+
+def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
+    """Wrap ``iterable`` in a tqdm bar unless progress bars are disabled (or stderr is not a terminal
+    and ``SPTI_PROGRESS`` does not force them)."""
+    force = os.environ.get("SPTI_PROGRESS", "") == "1"
+    if not _PROGRESS_ENABLED or (not force and not sys.stderr.isatty()):
+        yield from iterable
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
+
+
+def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | None = None) -> None:
+    """Configure the ``spti`` logger for the CLI: a concise stderr handler and, optionally, a log file in
+    the run folder. Library users keep control: this is only called by the CLI."""
+    logger.setLevel(level)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s spti: %(message)s", "%H:%M:%S")
+    if not any(getattr(h, "_spti_console", False) for h in logger.handlers):
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(fmt)
+        h._spti_console = True  # type: ignore[attr-defined]
+        logger.addHandler(h)
+    if logfile is not None:
+        path = os.fspath(logfile)
+        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
+            fh = logging.FileHandler(path, encoding="utf-8")
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logger.addHandler(fh)
+    logger.propagate = False

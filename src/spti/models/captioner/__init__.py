@@ -1,0 +1,33 @@
+"""The captioner role: private image -> caption (the private textual intermediary).
+
+Backends: ``hf`` (BLIP/BLIP-2 image-to-text, Florence-2, chat VLMs through AutoModelForImageTextToText),
+``openai`` (OpenAI-compatible vision chat; sends private images to that server) and ``efficientnet-lite0``
+(bundled offline ImageNet classifier whose top labels become a caption).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+from PIL import Image
+
+from spti.models.base import Backend
+from spti.models.registry import Registry
+
+
+class Captioner(Backend):
+    #: True when captioning sends the private images to a third party (a remote API). spti then requires
+    #: an explicit opt-in and records the trust assumption in privacy.json.
+    sends_data_off_machine: bool = False
+
+    @abstractmethod
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """Return one caption per RGB image, in order. Captions are private data: never log them."""
+
+
+REGISTRY: Registry[Captioner] = Registry("captioner", __name__, Captioner)
+
+
+def build_captioner(cfg) -> Captioner:  # noqa: ANN001
+    return REGISTRY.build(cfg)

