@@ -1,0 +1,382 @@
+"""``spti``: a thin command line over the library. Parses, builds a :class:`spti.config.Config`, calls
+:mod:`spti.pipeline`. Heavy modules are imported inside each command, so ``spti privacy`` starts fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from spti.errors import SptiError
+
+
+# ---------------------------------------------------------------------------- shared options
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("privacy budget")
+    g.add_argument("--epsilon", type=_float_or_inf, help="target epsilon (default 1)")
+    g.add_argument("--delta", type=float, help="delta (default 1/(N ln N))")
+    g.add_argument("--sigma", type=float, help="noise multiplier instead of --epsilon")
+    g.add_argument("--unit", choices=("record", "user"), help="unit of privacy (default record)")
+    g.add_argument("--not-private", action="store_true", help="no noise at all; recorded as NOT private")
+    g.add_argument("--insecure-noise-seed", type=int, help="TESTS ONLY: reproducible noise, recorded as insecure")
+
+
+def _add_pe(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("private evolution")
+    g.add_argument("--domain", help='what the data shows, e.g. "a photo of a bedroom"')
+    g.add_argument("--iterations", type=int, help="PE iterations T (default 10)")
+    g.add_argument("--population", type=int, help="synthetic population size (default 2000)")
+    g.add_argument("--variations", type=int, help="variations per parent (default 6)")
+    g.add_argument("--selection", choices=("rank", "sample"))
+    g.add_argument("--threshold", type=float, help="noisy counts below H are zeroed (default 0)")
+    g.add_argument("--lookahead", type=int, help="vote against the mean of L variations/renders")
+    g.add_argument("--llm", help="LLM backend name (llamacpp, gguf, hf, openai, vllm)")
+    g.add_argument("--llm-model", help="LLM model id or path")
+    g.add_argument("--embedder-model", help="sentence-transformers model id or path")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config; flags override it")
+    p.add_argument("--out", help="run folder")
+    p.add_argument("--seed", type=int, help="experiment seed (NOT used for DP noise)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+
+
+def _float_or_inf(s: str) -> float:
+    v = float(s)
+    return v
+
+
+def _overrides(a: argparse.Namespace) -> dict[str, Any]:
+    g = lambda k: getattr(a, k, None)  # noqa: E731
+    o: dict[str, Any] = {
+        "out": g("out"),
+        "seed": g("seed"),
+        "privacy.epsilon": g("epsilon"),
+        "privacy.delta": g("delta"),
+        "privacy.sigma": g("sigma"),
+        "privacy.unit": g("unit"),
+        "privacy.insecure_noise_seed": g("insecure_noise_seed"),
+        "generation.domain": g("domain"),
+        "pe.iterations": g("iterations"),
+        "pe.population": g("population"),
+        "pe.variations": g("variations"),
+        "pe.selection": g("selection"),
+        "pe.threshold": g("threshold"),
+        "pe.lookahead": g("lookahead"),
+        "pe.voting": g("voting"),
+        "data.user_column": g("user_column"),
+        "data.public_pool": g("public_pool"),
+    }
+    if g("sigma") is not None:
+        o["privacy.epsilon"] = None
+    if g("not_private"):
+        o["privacy.not_private"] = True
+    if g("no_progress"):
+        o["progress"] = False
+    if g("allow_remote_captioner"):
+        o["allow_remote_captioner"] = True
+    if g("users_from_subfolders"):
+        o["data.users_from_subfolders"] = True
+    return o
+
+
+def _config(a: argparse.Namespace, extra: dict[str, Any] | None = None):
+    from spti.config import Config
+
+    base = None
+    if getattr(a, "config", None):
+        base = Config.from_yaml(a.config)
+    elif getattr(a, "out", None) and (Path(a.out) / "config.yaml").is_file():
+        base = Config.from_yaml(Path(a.out) / "config.yaml")  # stages run alone reuse their run's config
+    else:
+        base = Config()
+    o = _overrides(a)
+    o.update(extra or {})
+    cfg = base.merged(o)
+    d = cfg.to_dict()
+    if getattr(a, "sigma", None) is not None:
+        d["privacy"]["epsilon"] = None
+    if getattr(a, "llm", None):
+        d["llm"] = {"backend": a.llm}
+    if getattr(a, "llm_model", None):
+        d["llm"]["model"] = a.llm_model
+    if getattr(a, "embedder_model", None):
+        d["text_embedder"]["model"] = a.embedder_model
+    return Config.from_dict(d)
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_privacy(a: argparse.Namespace) -> int:
+    from spti.privacy import PrivacyBudget
+
+    if a.sigma is not None and a.epsilon is not None:
+        raise SptiError("give --epsilon or --sigma, not both")
+    unit = a.unit or "record"
+    if a.sigma is not None:
+        b = PrivacyBudget.from_sigma(a.sigma, a.iterations, a.num_private, delta=a.delta, unit=unit)
+    else:
+        eps = 1.0 if a.epsilon is None else a.epsilon
+        b = PrivacyBudget.from_epsilon(eps, a.iterations, a.num_private, delta=a.delta, unit=unit)
+    if a.json:
+        print(json.dumps(b.to_dict(), indent=2))
+    else:
+        print(b.describe())
+    return 0
+
+
+def cmd_evolve(a: argparse.Namespace) -> int:
+    from spti.pipeline import evolve_texts
+
+    extra = {"data.private": a.private, "data.text_column": a.text_column, "pe.voting": "text"}
+    cfg = _config(a, extra)
+    if a.dry_run:
+        return _print_plan(cfg, "evolve")
+    run = evolve_texts(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    print(f"DP captions: {run.release / 'dp_captions.jsonl'}")
+    print(f"privacy:     {run.privacy_path}")
+    return 0
+
+
+def cmd_run(a: argparse.Namespace) -> int:
+    from spti.pipeline import run
+
+    cfg = _config(a, {"data.private": a.data})
+    if a.dry_run:
+        return _print_plan(cfg, "run")
+    r = run(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    print(f"release: {r.release}")
+    if (r.path / "report.html").is_file():
+        print(f"report:  {r.path / 'report.html'}")
+    return 0
+
+
+def cmd_caption(a: argparse.Namespace) -> int:
+    from spti.data.run import RunDir
+    from spti.pipeline import _attach_logfile, caption_stage, ingest_stage
+
+    cfg = _config(a, {"data.private": a.data})
+    cfg.validate()
+    if not cfg.out:
+        raise SptiError("--out is required")
+    run = RunDir.open(cfg.out, cfg, command="caption")
+    _attach_logfile(run)
+    result = ingest_stage(run, cfg)
+    caps = caption_stage(run, cfg, result)
+    print(f"captioned {len(caps)} private images; captions are private: {run.private / 'captions'}")
+    return 0
+
+
+def cmd_render(a: argparse.Namespace) -> int:
+    from spti.data.io import read_jsonl
+    from spti.data.run import RunDir
+    from spti.pipeline import _attach_logfile, finish_release_docs, render_stage
+
+    cfg = _config(a)
+    if not cfg.out:
+        raise SptiError("--out is required")
+    texts = [r["text"] for r in read_jsonl(a.captions)]
+    if not texts:
+        raise SptiError(f"{a.captions}: no captions")
+    run = RunDir(cfg.out) if (Path(cfg.out) / "config.yaml").is_file() else RunDir.open(cfg.out, cfg, command="render")
+    _attach_logfile(run)
+    if a.renderer:
+        cfg = cfg.merged({"release_renderer": {"backend": a.renderer, **({"model": a.renderer_model} if a.renderer_model else {})}})
+    rows = render_stage(run, cfg, texts)
+    finish_release_docs(run, cfg)
+    print(f"rendered {len(rows)} images: {run.release}")
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from spti.demo import run_demo
+
+    r = run_demo(
+        out=a.out or "runs/demo",
+        num_private=a.num_private,
+        pool_size=a.pool_size,
+        population=a.population,
+        iterations=a.iterations,
+        variations=a.variations,
+        epsilon=a.epsilon if a.epsilon is not None else 1.0,
+        voting=a.voting or "text",
+        seed=a.seed or 0,
+        progress=not a.no_progress,
+    )
+    print(f"release: {r.release}")
+    print(f"report:  {r.path / 'report.html'}")
+    return 0
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from spti.metrics.evaluate import evaluate
+
+    metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
+    res = evaluate(a.real, a.synthetic, metrics=metrics, out=Path(a.out) if a.out else None, max_images=a.max_images)
+    print(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+def cmd_report(a: argparse.Namespace) -> int:
+    from spti.report import build_report
+
+    p = build_report(Path(a.run), show_private=a.show_private)
+    print(f"report: {p}")
+    return 0
+
+
+def _print_plan(cfg, command: str) -> int:
+    """``--dry-run``: stages, models, N, sigma for the asked epsilon, model calls per stage."""
+    from spti.pipeline import make_budget
+
+    cfg.validate()
+    pe = cfg.pe
+    if command == "evolve":
+        from spti.data.texts import read_texts
+
+        t = read_texts(cfg.data.private, text_column=cfg.data.text_column, user_column=cfg.data.user_column)
+        n_rows, n = len(t.texts), (t.num_units if cfg.privacy.unit == "user" else len(t.texts))
+    else:
+        n_rows = n = _count_images(Path(cfg.data.private))
+    b = make_budget(cfg, max(n, 2))
+    N, k, T, L = pe.population, pe.variations, pe.iterations, pe.lookahead
+    new_per_iter = N * k
+    llm_calls = N + T * new_per_iter + (T * N * (k + int(pe.keep_selected)) * L if (L and pe.voting == "text") else 0)
+    plan: dict[str, Any] = {
+        "stages": (["evolve"] if command == "evolve" else ["ingest", "caption" if pe.voting == "text" else "embed private images", "evolve", "render", "report"]),
+        "private": {"rows": n_rows, f"{cfg.privacy.unit}s (N)": n},
+        "privacy": b.to_dict(),
+        "models": {"llm": cfg.llm, "text_embedder": cfg.text_embedder} if command == "evolve" else
+                  {"captioner": cfg.captioner, "llm": cfg.llm, "text_embedder": cfg.text_embedder,
+                   "image_embedder": cfg.image_embedder, "renderer": cfg.renderer, "release_renderer": cfg.release_renderer},
+        "calls": {"llm": llm_calls},
+    }
+    if command != "evolve":
+        R = max(1, L)
+        if pe.voting == "text":
+            plan["calls"]["captioner"] = n_rows
+            plan["calls"]["renderer (release)"] = N * cfg.render.images_per_caption
+        else:
+            plan["calls"]["image_embedder (private)"] = n_rows
+            plan["calls"]["renderer (loop, at most)"] = N * R + T * new_per_iter * R
+            plan["calls"]["renderer (release)"] = 0 if cfg.release_renderer is None and cfg.render.images_per_caption <= R else N * cfg.render.images_per_caption
+    plan["calls"]["text/image embeddings of candidates (at most)"] = N + T * new_per_iter * max(1, L)
+    print(json.dumps(plan, indent=2, default=str))
+    return 0
+
+
+def _count_images(p: Path) -> int:
+    if not p.exists():
+        raise SptiError(f"private data not found: {p}")
+    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+    if p.is_file():
+        return sum(1 for _ in open(p, encoding="utf-8")) - 1
+    return sum(1 for f in p.rglob("*") if f.suffix.lower() in exts and not any(part.startswith(".") for part in f.parts))
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from spti import __version__
+
+    p = argparse.ArgumentParser(prog="spti", description="Differentially private synthetic images via private textual intermediaries.")
+    p.add_argument("--version", action="version", version=f"spti {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("privacy", help="the budget: epsilon <-> sigma for T iterations and N private records")
+    s.add_argument("--epsilon", type=float)
+    s.add_argument("--sigma", type=float)
+    s.add_argument("--delta", type=float)
+    s.add_argument("--iterations", type=int, required=True)
+    s.add_argument("--num-private", type=int, required=True, help="N: private records (or users)")
+    s.add_argument("--unit", choices=("record", "user"))
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_privacy)
+
+    s = sub.add_parser("evolve", help="Aug-PE on a private text file (JSONL/CSV/Parquet with a text column)")
+    s.add_argument("--private", required=False, help="private texts")
+    s.add_argument("--text-column", default="text")
+    s.add_argument("--user-column")
+    _add_common(s), _add_budget(s), _add_pe(s)
+    s.set_defaults(fn=cmd_evolve)
+
+    s = sub.add_parser("run", help="the whole pipeline: private images in, DP synthetic images out")
+    s.add_argument("--data", help="private images: a folder, an ImageFolder or a CSV/Parquet listing")
+    s.add_argument("--voting", choices=("text", "image"))
+    s.add_argument("--user-column")
+    s.add_argument("--users-from-subfolders", action="store_true")
+    s.add_argument("--public-pool", help="public images for the retrieval renderer")
+    s.add_argument("--allow-remote-captioner", action="store_true", help="allow sending private images to a remote captioner")
+    _add_common(s), _add_budget(s), _add_pe(s)
+    s.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("caption", help="ingest and caption the private images (resumable)")
+    s.add_argument("--data", help="private images")
+    s.add_argument("--user-column")
+    s.add_argument("--users-from-subfolders", action="store_true")
+    s.add_argument("--allow-remote-captioner", action="store_true")
+    _add_common(s)
+    s.set_defaults(fn=cmd_caption)
+
+    s = sub.add_parser("render", help="render DP captions into the release folder")
+    s.add_argument("--captions", required=True, help="JSONL with a text column (e.g. release/dp_captions.jsonl)")
+    s.add_argument("--renderer", help="renderer backend (default: the run's)")
+    s.add_argument("--renderer-model")
+    _add_common(s)
+    s.set_defaults(fn=cmd_render)
+
+    s = sub.add_parser("demo", help="offline demo on Fashion-MNIST with the bundled models")
+    s.add_argument("--out")
+    s.add_argument("--num-private", type=int, default=1000)
+    s.add_argument("--pool-size", type=int, default=1000)
+    s.add_argument("--population", type=int, default=40)
+    s.add_argument("--iterations", type=int, default=2)
+    s.add_argument("--variations", type=int, default=2)
+    s.add_argument("--epsilon", type=float)
+    s.add_argument("--voting", choices=("text", "image"))
+    s.add_argument("--seed", type=int)
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("evaluate", help="FID and friends (NOT differentially private: do not publish)")
+    s.add_argument("--real", required=True)
+    s.add_argument("--synthetic", required=True)
+    s.add_argument("--metrics", default="fd-efficientnet,prdc,memorization")
+    s.add_argument("--out", help="write metrics.json here")
+    s.add_argument("--max-images", type=int)
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("report", help="self-contained HTML report of a run")
+    s.add_argument("run")
+    s.add_argument("--show-private", action="store_true", help="include private images (WARNING banner)")
+    s.set_defaults(fn=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spti.log import set_progress, setup_logging
+
+    setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    if getattr(args, "no_progress", False):
+        set_progress(False)
+    try:
+        return int(args.fn(args) or 0)
+    except SptiError as e:
+        print(f"spti: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spti: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+

@@ -1,0 +1,170 @@
+"""Run folders: where a run keeps its config, manifest, ledger, private area, checkpoints and release.
+
+Rules: an existing folder is never silently overwritten. Re-running a command on the same folder resumes
+it, provided the settings that determine what private data was used and how (data, privacy, generation,
+pe, the captioner / LLM / embedders) are the same as when it started; otherwise the run stops with an error
+naming the differing keys. Settings that only change post-processing (the renderer, evaluation, progress
+bars) may change between stages.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata as md
+import platform
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from spti import __version__
+from spti.config import Config
+from spti.data.io import atomic_write_json, atomic_write_text, read_json
+from spti.errors import RunFolderError
+
+#: Sections whose change would mix results computed under different private-data settings.
+LOCKED_SECTIONS = ("data", "privacy", "generation", "pe", "llm", "text_embedder", "captioner", "image_embedder", "seed")
+LIBRARIES = ("numpy", "scipy", "torch", "transformers", "diffusers", "sentence-transformers", "timm",
+             "llama_cpp_python", "accelerate", "faiss-cpu", "pillow")
+
+
+def library_versions() -> dict[str, str]:
+    out = {}
+    for name in LIBRARIES:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        out: list[str] = []
+        for k in keys:
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def private(self) -> Path:
+        return self.path / "private"
+
+    @property
+    def cache(self) -> Path:
+        return self.path / "cache"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def release(self) -> Path:
+        return self.path / "release"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    @property
+    def privacy_path(self) -> Path:
+        return self.path / "privacy.json"
+
+    @property
+    def stats_path(self) -> Path:
+        return self.path / "stats.json"
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    # ------------------------------------------------------------------ open / create
+    @classmethod
+    def open(cls, path: str | Path, config: Config, *, command: str) -> RunDir:
+        """Create a new run folder, or resume the run in it if its locked settings match ``config``."""
+        run = cls(path)
+        p = run.path
+        if p.exists() and not p.is_dir():
+            raise RunFolderError(f"{p} exists and is not a folder")
+        if p.exists() and any(p.iterdir()):
+            if not run.is_run():
+                raise RunFolderError(
+                    f"{p} exists, is not empty and is not an spti run folder; choose another --out (spti never "
+                    "overwrites a folder it did not create)"
+                )
+            saved = run.load_config()
+            diffs = [
+                k for sec in LOCKED_SECTIONS
+                for k in _diff({sec: saved.to_dict().get(sec)}, {sec: config.to_dict().get(sec)})
+            ]
+            if diffs:
+                raise RunFolderError(
+                    f"{p} holds a run with different settings ({', '.join(diffs[:12])}); resuming would mix results. "
+                    "Use a new --out, or the same settings to resume."
+                )
+            run._write_config(config)
+            run.update_manifest(resumed=True, last_command=command)
+            return run
+        p.mkdir(parents=True, exist_ok=True)
+        for sub in (run.private, run.cache, run.checkpoints):
+            sub.mkdir(exist_ok=True)
+        run._write_config(config)
+        run.update_manifest(
+            spti_version=__version__,
+            created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            command=command,
+            python=sys.version.split()[0],
+            platform=platform.platform(),
+            libraries=library_versions(),
+            seed=config.seed,
+            stages={},
+        )
+        return run
+
+    def _write_config(self, config: Config) -> None:
+        atomic_write_text(self.config_path, config.to_yaml())
+
+    def load_config(self) -> Config:
+        d = yaml.safe_load(self.config_path.read_text(encoding="utf-8"))
+        return Config.from_dict(d)
+
+    # ------------------------------------------------------------------ manifest & stats
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.manifest_path) if self.manifest_path.is_file() else {}
+
+    def update_manifest(self, **fields: Any) -> dict[str, Any]:
+        m = self.manifest()
+        for k, v in fields.items():
+            if isinstance(v, dict) and isinstance(m.get(k), dict):
+                m[k] = {**m[k], **v}
+            else:
+                m[k] = v
+        atomic_write_json(self.manifest_path, m)
+        return m
+
+    def stage_done(self, stage: str) -> bool:
+        return bool(self.manifest().get("stages", {}).get(stage, {}).get("done"))
+
+    def mark_stage(self, stage: str, **info: Any) -> None:
+        info = {"done": True, "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **info}
+        self.update_manifest(stages={stage: info})
+
+    def stats(self) -> dict[str, Any]:
+        return read_json(self.stats_path) if self.stats_path.is_file() else {}
+
+    def update_stats(self, section: str, counts: Counter | dict[str, Any]) -> None:
+        s = self.stats()
+        s[section] = dict(counts)
+        atomic_write_json(self.stats_path, s)

@@ -1,0 +1,202 @@
+"""The Private Evolution loop (PE / Aug-PE as SPTI uses it). The whole algorithm is in :meth:`run`.
+
+    S_0 = RANDOM_API(N)                                  (no private data)
+    for t = 1..T:
+        C_t  = (S_{t-1} if keep_selected) + k variations of each member of S_{t-1}
+        h_t  = votes of the private samples for their nearest candidate in C_t   (sensitivity 1)
+        h~_t = h_t + N(0, σ² I)                          <- the only release; saved before it is used
+        S_t  = select(threshold(h~_t, H), N)             (post-processing)
+    release S_T
+
+Checkpoints (atomic) in ``checkpoints/iter_XXX/``: ``candidates.jsonl`` before voting,
+``noisy_histogram.npz`` as soon as the noise is added, ``population.jsonl`` after selection. A resumed run
+reuses each file it finds, so noise is never drawn twice for the same iteration.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from spti.config import PEConfig
+from spti.data.io import atomic_save_npz, atomic_write_jsonl, load_npz, read_jsonl
+from spti.log import logger
+from spti.pe.cache import FeatureCache, content_key
+from spti.pe.generation import TextGenerator, stage_rng
+from spti.pe.histogram import normalize_rows, vote_histogram
+from spti.pe.selection import select, threshold_counts
+
+
+class CandidateEmbedder(Protocol):
+    """Maps candidate texts to the vectors private samples vote against (text or image space)."""
+
+    def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray: ...
+
+
+class TextCandidateEmbedder:
+    """Text voting: candidates embedded by a text embedder (cached by content). With ``lookahead`` L > 0
+    a candidate is represented by the mean embedding of L of its variations (Aug-PE's lookahead)."""
+
+    def __init__(self, embedder, *, cache: FeatureCache | None = None, generator: TextGenerator | None = None,
+                 lookahead: int = 0, normalize: bool = True):
+        self.embedder = embedder
+        self.cache = cache if cache is not None else FeatureCache()
+        self.generator = generator
+        self.lookahead = int(lookahead)
+        self.normalize = normalize
+        if self.lookahead and generator is None:
+            raise ValueError("lookahead needs the text generator")
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        key = self.embedder.cache_key
+        keys = [content_key(key, t) for t in texts]
+        vecs = self.cache.compute(keys, list(texts), lambda items: self.embedder.embed(items))
+        return normalize_rows(vecs) if self.normalize else vecs
+
+    def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray:
+        if not self.lookahead:
+            return self.embed_texts(texts)
+        groups = self.generator.variations(texts, self.lookahead, iteration=iteration, stage="lookahead")
+        flat = [v for g in groups for v in g]
+        emb = self.embed_texts(flat).reshape(len(texts), self.lookahead, -1)
+        return emb.mean(axis=1)  # not renormalised: L2 to the mean, as Aug-PE
+
+
+@dataclass
+class IterationRecord:
+    iteration: int
+    population: list[str]
+    noisy_counts: np.ndarray | None
+    candidates: list[str] | None
+
+
+class PrivateEvolution:
+    """Runs PE given its roles. It knows nothing about images, files or models beyond these objects."""
+
+    def __init__(
+        self,
+        *,
+        cfg: PEConfig,
+        generator: TextGenerator,
+        embed_candidates: CandidateEmbedder,
+        private_features: np.ndarray,
+        weights: np.ndarray | None,
+        sigma: float,
+        noise,  # spti.privacy.NoiseSource
+        checkpoint_dir: str | Path,
+        seed: int = 0,
+        stats: Counter | None = None,
+        on_histogram: Callable[[int], None] | None = None,
+        on_iteration: Callable[[IterationRecord], None] | None = None,
+        stop_after: int | None = None,
+    ):
+        self.cfg = cfg
+        self.generator = generator
+        self.embed_candidates = embed_candidates
+        self.private_features = private_features
+        self.weights = weights
+        self.sigma = float(sigma)
+        self.noise = noise
+        self.dir = Path(checkpoint_dir)
+        self.seed = int(seed)
+        self.stats = stats if stats is not None else Counter()
+        self.on_histogram = on_histogram
+        self.on_iteration = on_iteration
+        self.stop_after = stop_after  # tests: simulate a crash after this iteration
+
+    def iter_dir(self, t: int) -> Path:
+        return self.dir / f"iter_{t:03d}"
+
+    def completed_iterations(self) -> int:
+        """Highest t whose population is saved (0 once the initial population exists, -1 before)."""
+        t = -1
+        while (self.iter_dir(t + 1) / "population.jsonl").exists():
+            t += 1
+        return t
+
+    def histograms_released(self) -> int:
+        return sum(1 for t in range(1, self.cfg.iterations + 1) if (self.iter_dir(t) / "noisy_histogram.npz").exists())
+
+    def run(self) -> list[str]:
+        cfg = self.cfg
+        n = cfg.population
+        # ---------------------------------------------------------------- iteration 0
+        p0 = self.iter_dir(0) / "population.jsonl"
+        if p0.exists():
+            population = [r["text"] for r in read_jsonl(p0)]
+            logger.info("resuming: initial population found (%d captions)", len(population))
+        else:
+            logger.info("iteration 0: the random API writes %d captions (no private data)", n)
+            population = self.generator.random(n, iteration=0)
+            atomic_write_jsonl(p0, ({"text": t} for t in population))
+        if self.on_iteration:
+            self.on_iteration(IterationRecord(0, population, None, None))
+        # ---------------------------------------------------------------- iterations 1..T
+        for t in range(1, cfg.iterations + 1):
+            d = self.iter_dir(t)
+            if (d / "population.jsonl").exists():
+                population = [r["text"] for r in read_jsonl(d / "population.jsonl")]
+                logger.info("resuming: iteration %d already complete", t)
+                continue
+            # candidates (saved before voting, so the histogram's bins are fixed on disk)
+            if (d / "candidates.jsonl").exists():
+                rows = read_jsonl(d / "candidates.jsonl")
+            else:
+                variations = self.generator.variations(population, cfg.variations, iteration=t)
+                rows = []
+                for i, parent in enumerate(population):
+                    if cfg.keep_selected:
+                        rows.append({"text": parent, "parent": i, "kind": "parent"})
+                    rows.extend({"text": v, "parent": i, "kind": "variation"} for v in variations[i])
+                atomic_write_jsonl(d / "candidates.jsonl", rows)
+            candidates = [r["text"] for r in rows]
+            # the noisy histogram: drawn once, saved before use
+            hist_path = d / "noisy_histogram.npz"
+            if hist_path.exists():
+                noisy = load_npz(hist_path)["noisy_counts"]
+                if noisy.shape[0] != len(candidates):
+                    raise RuntimeError(f"{hist_path} does not match the candidates of iteration {t}")
+                logger.info("resuming: iteration %d's noisy histogram found; not drawing noise again", t)
+            else:
+                logger.info("iteration %d/%d: %d candidates; embedding and voting", t, cfg.iterations, len(candidates))
+                feats = self.embed_candidates(candidates, iteration=t)
+                counts = vote_histogram(
+                    self.private_features,
+                    feats,
+                    weights=self.weights,
+                    chunk_size=cfg.chunk_size,
+                    backend=cfg.nn_backend,
+                    normalize=cfg.normalize,
+                )
+                noisy = counts + self.noise.gaussian(counts.shape, self.sigma, iteration=t)
+                del counts  # the clean histogram is private: it is never stored
+                atomic_save_npz(hist_path, noisy_counts=noisy, sigma=np.float64(self.sigma), iteration=np.int64(t))
+                self.stats["histograms_released"] += 1
+                if self.on_histogram:
+                    self.on_histogram(t)
+            # selection: post-processing of the noisy histogram
+            clipped = threshold_counts(noisy, cfg.threshold)
+            idx = select(clipped, n, cfg.selection, rng=stage_rng(self.seed, t, "select"))
+            population = [candidates[i] for i in idx]
+            atomic_write_jsonl(
+                d / "population.jsonl",
+                ({"text": candidates[i], "candidate": int(i), "noisy_count": float(noisy[i])} for i in idx),
+            )
+            logger.info(
+                "iteration %d: selected %d; %.0f%% of the selected are new variations",
+                t, n, 100.0 * np.mean([rows[i]["kind"] == "variation" for i in idx]),
+            )
+            if self.on_iteration:
+                self.on_iteration(IterationRecord(t, population, noisy, candidates))
+            if self.stop_after is not None and t >= self.stop_after:
+                raise _Stopped(t)
+        return population
+
+
+class _Stopped(RuntimeError):
+    """Raised by the ``stop_after`` test hook to simulate a crash."""
