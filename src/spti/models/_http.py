@@ -1,0 +1,445 @@
+"""A small client for OpenAI-compatible HTTP APIs (OpenAI, ``vllm serve``, Ollama's ``/v1``, LiteLLM ...).
+
+Why the standard library only: the core of spti must install without heavy or fast-moving dependencies, and
+the three calls we need (chat completions, vision chat, image generations) are plain JSON POSTs.
+
+What this module guarantees, because the backends built on it handle private data:
+
+* Nothing from a request body or a response body is ever logged or put into an exception message. Logs
+  and errors carry the URL, HTTP status codes, counts and timings. A server's own error message is quoted
+  only from its ``error.message`` / ``error.type`` / ``error.code`` fields, truncated, and withheld
+  entirely if it quotes any part of our request (some servers echo the offending input).
+* The API key goes into the ``Authorization`` header and nowhere else (not into logs, ``repr`` or
+  errors). Redirects are refused rather than followed, because urllib would forward the key to wherever
+  the redirect points.
+
+Retry policy: timeouts, connection errors, HTTP 408/409/429/5xx and undecodable (non-JSON) answers are
+retried up to ``max_retries`` times with exponential backoff and jitter; a ``Retry-After`` (or OpenAI's
+``retry-after-ms``) header is honoured. Other 4xx answers are the caller's fault and are not retried.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import http.client
+import json
+import os
+import random
+import ssl
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import Any, TypeVar
+
+from spti.errors import BackendError, ConfigError
+from spti.log import logger
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: Statuses worth retrying: request timeout, conflict (OpenAI uses it for transient lock errors), rate limit,
+#: and server-side errors.
+RETRYABLE_STATUS = frozenset({408, 409, 429})
+#: Statuses that mean *every* request to this server will fail the same way (bad key, no permission, wrong
+#: model or URL): callers sending many requests stop at the first one instead of sending the rest.
+FATAL_STATUS = frozenset({401, 403, 404})
+
+#: Longest Retry-After we wait for; a server asking for more is treated as unavailable for this run.
+MAX_RETRY_AFTER_S = 300.0
+_MESSAGE_LIMIT = 200
+# A server message containing any run of this many characters from our request is considered an echo.
+_ECHO_WINDOW = 16
+
+
+class APIStatusError(BackendError):
+    """The server answered with an HTTP error status that we do not (or no longer) retry.
+
+    ``status`` lets callers tell a per-request failure (400: this prompt was rejected) from one that will hit
+    every request (401/403/404, see :data:`FATAL_STATUS`).
+    """
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def fatal(self) -> bool:
+        return self.status in FATAL_STATUS
+
+
+class _Retryable(Exception):
+    """Internal: one attempt failed in a way worth retrying. ``reason`` is safe to show (no payload)."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.status = status
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Turn every redirect into an HTTPError: following it would re-send the Authorization header (and a
+    POST body with private images) to a host the user never configured."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def safe_url(url: str) -> str:
+    """``url`` without user:password, query or fragment: what may appear in logs, errors and manifests."""
+    p = urllib.parse.urlsplit(url)
+    netloc = p.hostname or ""
+    if ":" in netloc:  # IPv6 literal
+        netloc = f"[{netloc}]"
+    if p.port:
+        netloc += f":{p.port}"
+    return urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def _strings(obj: Any) -> Iterable[str]:
+    """Every string leaf of a JSON-like payload (where private content could be)."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            yield from _strings(v)
+
+
+def _quotes_payload(text: str, payload: Any) -> bool:
+    """True if ``text`` contains a run of ``_ECHO_WINDOW`` characters found in a string of ``payload``."""
+    leaves = [s for s in _strings(payload) if len(s) >= _ECHO_WINDOW]
+    if not leaves or len(text) < _ECHO_WINDOW:
+        return False
+    windows = {text[i : i + _ECHO_WINDOW] for i in range(len(text) - _ECHO_WINDOW + 1)}
+    return any(w in s for s in leaves for w in windows)
+
+
+def server_message(body: bytes, payload: Any = None) -> str:
+    """A short, payload-free summary of an error body: only ``error.type``, ``error.code`` and a truncated
+    ``error.message``; the message is withheld if it quotes our request. Never the raw body."""
+    try:
+        data = json.loads(body.decode("utf-8", errors="replace"))
+    except (ValueError, UnicodeDecodeError):
+        return "no JSON error body"
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, str):  # some servers (older vLLM/Ollama) answer {"error": "message"}
+        err = {"message": err}
+    if not isinstance(err, dict):
+        # FastAPI-style {"detail": "..."} or {"message": "..."}
+        if isinstance(data, dict) and isinstance(data.get("message") or data.get("detail"), str):
+            err = {"message": data.get("message") or data.get("detail")}
+        else:
+            return "no error message"
+    parts = []
+    for key in ("type", "code"):
+        v = err.get(key)
+        if isinstance(v, (str, int)) and str(v):
+            parts.append(f"{key}={str(v)[:40]}")
+    msg = err.get("message")
+    if isinstance(msg, str) and msg:
+        msg = " ".join(msg.split())
+        shown = msg[:_MESSAGE_LIMIT] + ("..." if len(msg) > _MESSAGE_LIMIT else "")
+        if payload is not None and _quotes_payload(msg[:_MESSAGE_LIMIT], payload):
+            parts.append("message withheld: it quotes the request")
+        else:
+            parts.append(shown)
+    return "; ".join(parts) or "no error message"
+
+
+def _parse_retry_after(headers: Mapping[str, str] | Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` (OpenAI) or ``Retry-After`` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    ra = headers.get("Retry-After")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class OpenAIClient:
+    """Thread-safe JSON client for one OpenAI-compatible server.
+
+    ``base_url`` is the API root including the version, e.g. ``https://api.openai.com/v1``,
+    ``http://localhost:8000/v1`` (``vllm serve``) or ``http://localhost:11434/v1`` (Ollama); a trailing
+    slash is optional. The API key is ``api_key`` if given, else the environment variable ``api_key_env``
+    (if set); without a key no ``Authorization`` header is sent, which is what local servers expect.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        concurrency: int = 8,
+        extra_headers: Mapping[str, str] | None = None,
+    ):
+        if not isinstance(base_url, str) or not base_url:
+            raise ConfigError(f"base_url must be a URL such as 'http://localhost:8000/v1', got {base_url!r}")
+        parts = urllib.parse.urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(
+                f"base_url must start with http:// or https:// and name a host, got {safe_url(base_url)!r}"
+            )
+        self.base_url = base_url.strip().rstrip("/")
+        self.host = parts.hostname
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise ConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if not (isinstance(max_retries, int) and max_retries >= 0):
+            raise ConfigError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+        if not (isinstance(concurrency, int) and concurrency >= 1):
+            raise ConfigError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if not (isinstance(backoff, (int, float)) and backoff >= 0 and isinstance(max_backoff, (int, float))):
+            raise ConfigError(
+                f"backoff and max_backoff must be numbers >= 0, got {backoff!r}, {max_backoff!r}"
+            )
+        self.timeout = float(timeout)
+        self.max_retries = max_retries
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.concurrency = concurrency
+
+        key = api_key if api_key is not None else (os.environ.get(api_key_env) if api_key_env else None)
+        self._headers: dict[str, str] = {
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": "spti",
+        }
+        for k, v in (extra_headers or {}).items():
+            self._headers[str(k)] = str(v)
+        if key:
+            self._headers["Authorization"] = f"Bearer {key}"
+            if parts.scheme == "http" and not _is_loopback(self.host):
+                logger.warning("an API key will be sent unencrypted (http://) to %s", self.host)
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if _is_loopback(self.host):
+            handlers.append(urllib.request.ProxyHandler({}))  # a proxy cannot reach our own machine
+        self._opener = urllib.request.build_opener(*handlers)
+        self._rng = random.Random()
+        self._rng_lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never show headers: they hold the key
+        return f"OpenAIClient({safe_url(self.base_url)!r}, concurrency={self.concurrency})"
+
+    @property
+    def has_api_key(self) -> bool:
+        return "Authorization" in self._headers
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    # -- requests ------------------------------------------------------------------------------------------
+
+    def post_json(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """POST ``payload`` as JSON to ``base_url/path`` and return the decoded JSON object, retrying
+        transient failures. Raises :class:`APIStatusError` for a non-retryable HTTP status and
+        :class:`BackendError` when retries are exhausted."""
+        url = self.url(path)
+        body = json.dumps(payload).encode("ascii")  # \u-escapes: no encoding surprises
+        return self._with_retries("POST", url, body, self._headers, payload)
+
+    def get_bytes(self, url: str, *, send_auth: bool = False) -> bytes:
+        """GET an absolute ``url`` (e.g. an image a server links to) with the same retry policy.
+
+        ``send_auth`` is off by default: such links usually point at a different host (a storage bucket),
+        which must not receive our API key."""
+        headers = {"User-Agent": self._headers["User-Agent"]}
+        if send_auth and self.has_api_key:
+            headers["Authorization"] = self._headers["Authorization"]
+        return self._with_retries("GET", url, None, headers, None)
+
+    def _with_retries(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], payload: Any
+    ) -> Any:
+        shown = safe_url(url)
+        attempts = self.max_retries + 1
+        for attempt in range(attempts):
+            t0 = time.monotonic()
+            try:
+                result = self._attempt(method, url, body, headers, payload)
+            except _Retryable as e:
+                dt = time.monotonic() - t0
+                if attempt + 1 >= attempts:
+                    if e.status is not None:
+                        raise APIStatusError(
+                            f"{method} {shown}: gave up after {attempts} attempts: {e.reason}", e.status
+                        ) from None
+                    raise BackendError(
+                        f"{method} {shown}: gave up after {attempts} attempts: {e.reason}"
+                    ) from None
+                delay = self._delay(attempt, e.retry_after)
+                logger.info(
+                    "%s %s: %s after %.2fs; retry %d/%d in %.2fs",
+                    method,
+                    shown,
+                    e.reason,
+                    dt,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
+                time.sleep(delay)
+                continue
+            logger.debug("%s %s: ok in %.2fs", method, shown, time.monotonic() - t0)
+            return result
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            if retry_after > MAX_RETRY_AFTER_S:
+                raise BackendError(
+                    f"server at {self.host} asked to retry after {retry_after:.0f}s (more than "
+                    f"{MAX_RETRY_AFTER_S:.0f}s); it is rate limiting or unavailable, try again later"
+                )
+        base = min(self.max_backoff, self.backoff * (2**attempt))
+        with self._rng_lock:
+            delay = base * (0.5 + 0.5 * self._rng.random())  # "equal jitter": desynchronises the threads
+        # The server's Retry-After is a minimum; "Retry-After: 0" must not turn into a tight retry loop.
+        return delay if retry_after is None else max(retry_after, delay)
+
+    def _attempt(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], payload: Any
+    ) -> Any:
+        """One request. Returns the decoded JSON object of a 2xx answer to a POST, the raw body for a GET;
+        raises _Retryable,
+        APIStatusError or BackendError. Exceptions are raised ``from None``: the original ones may hold the
+        request object (and so our payload) in their context."""
+        req = urllib.request.Request(url, data=body, headers=dict(headers), method=method)
+        shown = safe_url(url)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                status = resp.status
+                raw = resp.read()
+        except urllib.error.HTTPError as e:
+            status = e.code
+            try:
+                err_body = e.read()
+            except (OSError, http.client.HTTPException):
+                err_body = b""
+            finally:
+                e.close()
+            summary = server_message(err_body, payload)
+            if status in RETRYABLE_STATUS or 500 <= status < 600:
+                raise _Retryable(
+                    f"HTTP {status} ({summary})", _parse_retry_after(e.headers), status
+                ) from None
+            if 300 <= status < 400:
+                raise APIStatusError(
+                    f"{method} {shown}: HTTP {status} redirect refused; set base_url to the final address",
+                    status,
+                ) from None
+            hint = {
+                401: "; check the API key (environment variable named by 'api_key_env')",
+                403: "; the API key lacks permission for this model or endpoint",
+                404: "; check 'base_url' (it should end in /v1) and 'model'",
+            }.get(status, "")
+            raise APIStatusError(f"{method} {shown}: HTTP {status} ({summary}){hint}", status) from None
+        except urllib.error.URLError as e:
+            if isinstance(e.reason, ssl.SSLCertVerificationError):
+                raise BackendError(f"{method} {shown}: TLS certificate verification failed") from None
+            raise _Retryable(f"connection error ({type(e.reason).__name__}: {str(e.reason)[:100]})") from None
+        except TimeoutError:
+            raise _Retryable(f"timed out after {self.timeout:g}s") from None
+        except (OSError, http.client.HTTPException) as e:
+            raise _Retryable(f"connection error ({type(e).__name__})") from None
+        if method == "POST":
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise _Retryable(f"HTTP {status} with invalid JSON ({len(raw)} bytes)") from None
+            if not isinstance(data, dict):
+                raise _Retryable(f"HTTP {status} with a JSON {type(data).__name__}, not an object")
+            return data
+        return raw
+
+    # -- concurrency ---------------------------------------------------------------------------------------
+
+    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
+        """``[fn(x) for x in items]`` on up to ``concurrency`` threads, results in input order.
+
+        The first exception raised by ``fn`` is re-raised as soon as it happens, after cancelling the calls not
+        yet started, so a fatal error (a bad key) does not go on to send hundreds of doomed requests. Calls
+        already running finish first (each is bounded by the timeout and retries)."""
+        items = list(items)
+        if len(items) <= 1 or self.concurrency == 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(
+            max_workers=min(self.concurrency, len(items)), thread_name_prefix="spti-http"
+        ) as ex:
+            futures = [ex.submit(fn, x) for x in items]
+            try:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                failed = [f for f in futures if f in done and f.exception() is not None]
+                if failed:
+                    raise failed[0].exception()  # type: ignore[misc]
+                return [f.result() for f in futures]
+            except BaseException:  # also KeyboardInterrupt: do not start the queued calls
+                for f in futures:
+                    f.cancel()
+                raise
+
+    def close(self) -> None:
+        """Nothing to release (urllib opens a connection per request); present for symmetry."""
+
+
+def merge_extra_body(payload: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``payload`` updated with the user's ``extra_body`` (server-specific options such as vLLM's
+    ``top_k`` or Ollama's ``options``). A key whose value is ``None`` is *removed*, which is how a user
+    drops a parameter a server rejects (e.g. ``max_tokens`` for OpenAI's reasoning models)."""
+    out = dict(payload)
+    for k, v in (extra_body or {}).items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def check_extra_body(extra_body: Any, role: str) -> dict[str, Any]:
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
+        raise ConfigError(f"{role} backend 'openai': extra_body must be a mapping of strings to values")
+    return dict(extra_body)
+
+
+def first_choice_text(data: Mapping[str, Any]) -> str | None:
+    """``choices[0].message.content`` of a chat-completions answer, or None if the answer has none (an
+    error object, a refusal, a content-filter stop). Content given as a list of parts is joined."""
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    msg = choices[0].get("message")
+    content = msg.get("content") if isinstance(msg, Mapping) else None
+    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+        texts = [p.get("text") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
+        content = "".join(texts) if texts else None
+    return content if isinstance(content, str) else None

@@ -1,0 +1,527 @@
+"""Privacy accounting for Private Evolution: Gaussian DP composition and the exact ε(δ) conversion.
+
+The mechanism spti runs is simple, which is what lets the accounting be *exact* rather than an upper bound:
+each PE iteration releases one histogram of votes in which one private record (or one user, with
+``unit="user"``) contributes total vote weight at most 1, so under add/remove-one adjacency the histogram
+has L2 sensitivity 1. Adding N(0, σ²) to every bin is the Gaussian mechanism, which is exactly
+(1/σ)-GDP (Gaussian differential privacy, Dong, Roth & Su, "Gaussian Differential Privacy", JRSS-B 2022).
+μ-GDP composes exactly: T adaptive iterations are √(Σ 1/σ_t²)-GDP, i.e. μ = √T/σ for a constant σ.
+
+A μ-GDP mechanism is (ε, δ(ε))-DP for every ε ≥ 0 with (Balle & Wang, "Improving the Gaussian mechanism
+for differential privacy: analytical calibration and optimal denoising", ICML 2018, Thm. 8; Dong et al.
+Cor. 2.13)::
+
+    δ(ε) = Φ(−ε/μ + μ/2) − e^ε Φ(−ε/μ − μ/2)
+
+and this curve is tight: no smaller δ holds at that ε. Everything here is evaluated in log space (log_ndtr,
+the scaled complementary error function erfcx, log1p/expm1), because the two terms cancel almost exactly
+for large ε and δ itself can be far below the smallest float (ε = 500, δ = 1e-300 are fine).
+ε(δ), μ(ε, δ) and σ(ε, δ, T) are obtained by Brent's method on brackets derived from the bound
+δ(ε) < Φ(−ε/μ + μ/2), so a root is always bracketed and the functions are monotone on the bracket.
+
+Only numpy/scipy: this module is imported by ``spti privacy``, which must start in well under a second, so
+``scipy.optimize`` (a few hundred ms to import) is imported only when a root is actually needed.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import special
+
+from spti.errors import BudgetError
+
+__all__ = [
+    "UNITS",
+    "PrivacyBudget",
+    "default_delta",
+    "delta_for_epsilon",
+    "epsilon_for_delta",
+    "epsilon_from_sigma",
+    "log_delta_for_epsilon",
+    "mu_for_epsilon",
+    "sigma_from_epsilon",
+    "validate_delta",
+    "validate_epsilon",
+    "validate_iterations",
+    "validate_num_private",
+    "validate_sigma",
+    "validate_unit",
+]
+
+#: Units of privacy: what one "neighbouring dataset" adds or removes.
+UNITS = ("record", "user")
+
+_SQRT2 = math.sqrt(2.0)
+_RTOL = 4 * np.finfo(float).eps  # the smallest relative tolerance brentq accepts
+_XTOL = 1e-300
+_MAXITER = 1000
+# Relative tolerance when checking that a stored budget's ε matches its σ (see PrivacyBudget).
+_CONSISTENCY_RTOL = 1e-6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Validation: every budget parameter the user can set goes through one of these, so that a bad value fails
+# early with a message that says what to do, instead of a nan deep inside the accountant.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _real(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise BudgetError(f"{name} must be a number, got {type(value).__name__} ({value!r})")
+    x = float(value)
+    if math.isnan(x):
+        raise BudgetError(f"{name} is NaN; set it to a positive number")
+    return x
+
+
+def _integer(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise BudgetError(
+            f"{name} must be an integer, got {type(value).__name__} ({value!r}); write it without a decimal point"
+        )
+    return int(value)
+
+
+def validate_epsilon(eps: Any, allow_inf: bool = False) -> float:
+    """Return ``eps`` as a float if it is a valid privacy budget ε: a finite number > 0.
+
+    ε = ∞ (no privacy) is refused unless ``allow_inf``; a run that is not private must say so explicitly
+    (:meth:`PrivacyBudget.not_private`), so that a typo can never silently switch the noise off.
+    """
+    x = _real(eps, "epsilon")
+    if math.isinf(x):
+        if x > 0 and allow_inf:
+            return x
+        raise BudgetError(
+            f"epsilon = {x} is not a privacy budget. Use a finite epsilon > 0 (typical values 1 to 10); "
+            "to run without differential privacy, ask for it explicitly (not_private / --no-privacy)."
+        )
+    if x <= 0:
+        raise BudgetError(
+            f"epsilon = {x:g} must be > 0 (epsilon = 0 would need infinite noise). "
+            "Typical values are 1 to 10; smaller is more private."
+        )
+    return x
+
+
+def validate_num_private(n: Any) -> int:
+    """Return the number of private records (or users) N as an int ≥ 1."""
+    k = _integer(n, "num_private (N, the number of private records or users)")
+    if k < 1:
+        raise BudgetError(f"num_private = {k}: there must be at least one private record (or user)")
+    return k
+
+
+def default_delta(n: int) -> float:
+    """The default δ = 1/(N ln N) for N ≥ 3 private records (or users).
+
+    Why: δ is the probability with which the guarantee may fail outright, so it must be below 1/N
+    (otherwise "release one random record in full" would satisfy the definition). 1/(N ln N) is below 1/N
+    exactly when ln N > 1, i.e. N ≥ 3, and shrinks slightly faster than 1/N; it is the common choice in the
+    PE literature (DPSDA, Aug-PE). For N ≤ 2 (where 1/(N ln N) ≥ 1/N) δ must be given explicitly.
+    """
+    k = validate_num_private(n)
+    if k < 3:
+        raise BudgetError(
+            f"the default delta 1/(N ln N) is not below 1/N for N = {k} private records; "
+            "set delta explicitly (a value below 1/N, e.g. 1e-6)"
+        )
+    return 1.0 / (k * math.log(k))
+
+
+def validate_delta(delta: Any, n: int | None = None, unit: str = "record") -> float:
+    """Return ``delta`` as a float if it is in (0, 1) and, when N is given, below 1/N.
+
+    δ ≥ 1/N is refused: a mechanism that publishes one randomly chosen private record verbatim is
+    (0, 1/N)-DP, so such a δ permits exactly the failure DP is meant to prevent.
+    """
+    x = _real(delta, "delta")
+    if not (0.0 < x < 1.0):
+        raise BudgetError(
+            f"delta = {x:g} must be strictly between 0 and 1. Leave it unset to use the default 1/(N ln N), "
+            "or pass a small value well below 1/N (e.g. 1e-6)."
+        )
+    if n is not None:
+        k = validate_num_private(n)
+        if x >= 1.0 / k:
+            hint = (
+                f"the default 1/(N ln N) = {default_delta(k):.3g} (leave delta unset)" if k >= 3 else "1e-6"
+            )
+            raise BudgetError(
+                f"delta = {x:g} is not below 1/N = {1.0 / k:.3g} (N = {k} private {unit}s). With delta >= 1/N "
+                "a mechanism may publish a whole private "
+                f"{unit} and still satisfy (epsilon, delta)-DP, so the guarantee would be meaningless. "
+                f"Use a smaller delta, e.g. {hint}."
+            )
+    return x
+
+
+def validate_iterations(iterations: Any) -> int:
+    """Return the number of PE iterations T (noisy histograms released) as an int ≥ 1."""
+    t = _integer(iterations, "iterations (T, the number of PE iterations)")
+    if t < 1:
+        raise BudgetError(f"iterations = {t}: Private Evolution needs at least 1 iteration")
+    return t
+
+
+def validate_sigma(sigma: Any, allow_zero: bool = False) -> float:
+    """Return the noise multiplier σ (noise std for L2 sensitivity 1) as a finite float > 0.
+
+    σ = 0 means no noise and is accepted only with ``allow_zero`` (not-private runs).
+    """
+    x = _real(sigma, "sigma")
+    if math.isinf(x):
+        raise BudgetError("sigma = inf would destroy every histogram; use a finite noise multiplier")
+    if x < 0 or (x == 0 and not allow_zero):
+        raise BudgetError(
+            f"sigma = {x:g} must be > 0 (sigma = 0 means no noise, i.e. no privacy; ask for a not-private "
+            "run explicitly instead). Or give epsilon and let spti compute sigma."
+        )
+    return x
+
+
+def validate_unit(unit: Any) -> str:
+    """Return the unit of privacy, ``"record"`` or ``"user"``."""
+    if unit not in UNITS:
+        raise BudgetError(
+            f"unit = {unit!r} is not a unit of privacy; use 'record' (one private image) or 'user' "
+            "(all images of one person, each user's votes weighted to sum to at most 1)"
+        )
+    return str(unit)
+
+
+def _validate_mu(mu: Any) -> float:
+    x = _real(mu, "mu")
+    if x <= 0:
+        raise BudgetError(f"mu = {x:g} must be > 0 (mu is sqrt(T)/sigma)")
+    return x
+
+
+def _validate_eps_nonneg(eps: Any) -> float:
+    x = _real(eps, "epsilon")
+    if x < 0:
+        raise BudgetError(f"epsilon = {x:g} must be >= 0")
+    return x
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The analytic Gaussian trade-off (Balle & Wang 2018) in log space.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _brentq(f: Any, lo: float, hi: float) -> float:
+    from scipy.optimize import brentq  # lazy: see the module docstring
+
+    return float(brentq(f, lo, hi, xtol=_XTOL, rtol=_RTOL, maxiter=_MAXITER))
+
+
+def _log_delta(eps: float, mu: float) -> float:
+    """log δ(ε) for a μ-GDP mechanism; -inf when δ underflows even in log space (never nan)."""
+    a = -eps / mu + mu / 2.0
+    b = -eps / mu - mu / 2.0
+    log_pa = float(special.log_ndtr(a))
+    if a <= 0.0:
+        # Both a, b <= 0. Write Φ(x) = ½ erfcx(−x/√2) e^{−x²/2}; since (b² − a²)/2 = ε exactly, the e^ε
+        # factor cancels analytically: e^ε Φ(b)/Φ(a) = erfcx(−b/√2)/erfcx(−a/√2). No overflow at large ε
+        # and no loss of precision from subtracting two huge logs.
+        log_r = math.log(special.erfcx(-b / _SQRT2)) - math.log(special.erfcx(-a / _SQRT2))
+    else:
+        # a > 0 means ε < μ²/2: all terms are moderate.
+        log_r = eps + float(special.log_ndtr(b)) - log_pa
+    if not log_r < 0.0:  # rounding when δ is far below the float range
+        return -math.inf
+    return log_pa + math.log(-math.expm1(log_r))  # log(Φ(a) (1 − r))
+
+
+def log_delta_for_epsilon(eps: float, mu: float) -> float:
+    """Natural log of :func:`delta_for_epsilon`; useful when δ is below the smallest float."""
+    e = _validate_eps_nonneg(eps)
+    m = _validate_mu(mu)
+    if math.isinf(m):
+        return 0.0
+    if math.isinf(e):
+        return -math.inf
+    return _log_delta(e, m)
+
+
+def delta_for_epsilon(eps: float, mu: float) -> float:
+    """The tight δ at which a μ-GDP mechanism is (ε, δ)-DP (Balle & Wang 2018; Dong, Roth & Su 2022).
+
+    ``mu = inf`` (no noise) gives δ = 1; ``eps = inf`` gives δ = 0. The result may underflow to 0.0 for
+    very large ε; use :func:`log_delta_for_epsilon` to see how small it is.
+    """
+    return math.exp(log_delta_for_epsilon(eps, mu))
+
+
+def epsilon_for_delta(delta: float, mu: float) -> float:
+    """The smallest ε ≥ 0 such that a μ-GDP mechanism is (ε, δ)-DP (inverse of :func:`delta_for_epsilon`).
+
+    Returns 0.0 when δ ≥ δ(0) = 2Φ(μ/2) − 1 (so little signal that (0, δ) already holds) and ∞ for μ = ∞.
+    """
+    d = validate_delta(delta)
+    m = _validate_mu(mu)
+    if math.isinf(m):
+        return math.inf
+    log_target = math.log(d)
+    # δ(0) = Φ(μ/2) − Φ(−μ/2) = erf(μ/(2√2)).
+    if math.log(special.erf(m / (2 * _SQRT2))) <= log_target:
+        return 0.0
+
+    def f(e: float) -> float:  # decreasing in ε
+        v = _log_delta(e, m) - log_target
+        return max(v, -1e300)
+
+    # δ(ε) < Φ(−ε/μ + μ/2), so at the ε where Φ(−ε/μ + μ/2) = δ we are already past the root.
+    hi = m * m / 2.0 - m * float(special.ndtri(d))
+    hi = max(hi, 1e-300)
+    for _ in range(_MAXITER):
+        if f(hi) <= 0:
+            break
+        hi *= 2.0
+    else:  # pragma: no cover - the bound above makes this unreachable
+        raise BudgetError(f"could not bracket epsilon for delta = {d:g}, mu = {m:g}")
+    if f(hi) == 0.0:
+        return hi
+    return _brentq(f, 0.0, hi)
+
+
+def mu_for_epsilon(eps: float, delta: float) -> float:
+    """The largest μ such that a μ-GDP mechanism is (ε, δ)-DP: solves δ(ε; μ) = δ (increasing in μ)."""
+    e = validate_epsilon(eps)
+    d = validate_delta(delta)
+    log_target = math.log(d)
+
+    def f(m: float) -> float:  # increasing in μ
+        v = _log_delta(e, m) - log_target
+        return max(v, -1e300)
+
+    # δ(ε; μ) < Φ(−ε/μ + μ/2); solving Φ(−ε/μ + μ/2) = δ for μ gives μ_lo with δ(ε; μ_lo) < δ.
+    # μ_lo = z + √(z² + 2ε) with z = Φ⁻¹(δ), written without cancellation for z ≪ 0.
+    z = float(special.ndtri(d))
+    lo = 2.0 * e / (math.sqrt(z * z + 2.0 * e) - z)
+    for _ in range(_MAXITER):
+        if f(lo) <= 0:
+            break
+        lo /= 2.0
+    hi = 2.0 * lo
+    for _ in range(_MAXITER):
+        if f(hi) >= 0 or math.isinf(hi):
+            break
+        hi *= 2.0
+    if not (f(lo) <= 0 <= f(hi)) or math.isinf(hi):  # pragma: no cover - δ < 1 guarantees a root
+        raise BudgetError(f"could not bracket mu for epsilon = {e:g}, delta = {d:g}")
+    if f(lo) == 0.0:
+        return lo
+    if f(hi) == 0.0:
+        return hi
+    return _brentq(f, lo, hi)
+
+
+def epsilon_from_sigma(sigma: float, iterations: int, delta: float) -> float:
+    """ε spent by T Gaussian histograms of L2 sensitivity 1 with noise σ: ε(δ) at μ = √T/σ."""
+    s = validate_sigma(sigma)
+    t = validate_iterations(iterations)
+    return epsilon_for_delta(delta, math.sqrt(t) / s)
+
+
+def sigma_from_epsilon(eps: float, delta: float, iterations: int) -> float:
+    """The smallest noise σ for which T Gaussian histograms of sensitivity 1 are (ε, δ)-DP.
+
+    Rounded conservatively: the returned σ satisfies ``epsilon_from_sigma(σ, T, δ) <= eps`` (it is at
+    most a few parts in 1e10 larger than the exact root).
+    """
+    e = validate_epsilon(eps)
+    d = validate_delta(delta)
+    t = validate_iterations(iterations)
+    sigma = math.sqrt(t) / mu_for_epsilon(e, d) * (1.0 + 1e-12)
+    for _ in range(100):
+        if epsilon_from_sigma(sigma, t, d) <= e:
+            return sigma
+        sigma *= 1.0 + 1e-10
+    raise BudgetError(  # pragma: no cover - the root finder is accurate to ~1e-15
+        f"could not calibrate sigma for epsilon = {e:g}, delta = {d:g}, T = {t}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The budget of one run.
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _float_to_json(x: float) -> float | str:
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return float(x)
+
+
+def _float_from_json(x: Any, name: str) -> float:
+    if isinstance(x, str):
+        if x in ("inf", "Infinity"):
+            return math.inf
+        raise BudgetError(f"{name}: expected a number or 'inf', got the string {x!r}")
+    return _real(x, name)
+
+
+@dataclass(frozen=True)
+class PrivacyBudget:
+    """The privacy parameters of one run: (ε, δ)-DP with noise σ over T iterations, for N private units.
+
+    Build it with :meth:`from_epsilon` (the usual way: the user says how much privacy to spend and spti
+    calibrates σ), :meth:`from_sigma` (σ fixed, ε computed), or :meth:`not_private` (ε = ∞, σ = 0: the
+    only way to switch noise off, so that it is never switched off by accident).
+
+    Fields: ``epsilon``, ``delta``; ``sigma`` (noise std per histogram bin, L2 sensitivity 1);
+    ``iterations`` (T, noisy histograms released); ``mu`` = √T/σ (the run is μ-GDP); ``num_private`` (N);
+    ``unit`` ("record" or "user"); ``private``; ``delta_is_default`` (δ = 1/(N ln N) chosen by spti).
+    A not-private budget has ε = μ = ∞, σ = 0 and δ = 0 (the vacuous (∞, 0)-DP).
+
+    The constructor checks the fields against each other (μ = √T/σ, ε = ε(σ, T, δ)), so a budget read back
+    from a hand-edited privacy.json cannot claim more privacy than its σ gives.
+    """
+
+    epsilon: float
+    delta: float
+    sigma: float
+    iterations: int
+    mu: float
+    num_private: int
+    unit: str = "record"
+    private: bool = True
+    delta_is_default: bool = False
+
+    def __post_init__(self) -> None:
+        validate_unit(self.unit)
+        t = validate_iterations(self.iterations)
+        n = validate_num_private(self.num_private)
+        if not isinstance(self.private, bool) or not isinstance(self.delta_is_default, bool):
+            raise BudgetError("private and delta_is_default must be true or false")
+        if not self.private:
+            if not (
+                _real(self.epsilon, "epsilon") == math.inf
+                and _real(self.sigma, "sigma") == 0.0
+                and _real(self.mu, "mu") == math.inf
+            ):
+                raise BudgetError("a not-private budget must have epsilon = inf, sigma = 0 and mu = inf")
+            return
+        eps = _real(self.epsilon, "epsilon")
+        if math.isinf(eps) or eps < 0:
+            raise BudgetError(f"epsilon = {eps} is invalid for a private budget; it must be finite and >= 0")
+        d = validate_delta(self.delta, n, self.unit)
+        s = validate_sigma(self.sigma)
+        mu = _validate_mu(self.mu)
+        expected_mu = math.sqrt(t) / s
+        if not math.isclose(mu, expected_mu, rel_tol=1e-9):
+            raise BudgetError(f"mu = {mu!r} does not match sqrt(T)/sigma = {expected_mu!r}")
+        actual = epsilon_for_delta(d, expected_mu)
+        if actual > eps * (1 + 1e-9) + 1e-12 or not math.isclose(
+            actual, eps, rel_tol=_CONSISTENCY_RTOL, abs_tol=1e-12
+        ):
+            raise BudgetError(
+                f"epsilon = {eps!r} does not match sigma = {s!r}, T = {t}, delta = {d!r}, which give epsilon = "
+                f"{actual!r}; rebuild the budget with PrivacyBudget.from_epsilon or from_sigma"
+            )
+
+    # -- constructors -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_delta(delta: float | None, n: int, unit: str) -> tuple[float, bool]:
+        if delta is None:
+            return default_delta(n), True
+        return validate_delta(delta, n, unit), False
+
+    @classmethod
+    def from_epsilon(
+        cls,
+        epsilon: float,
+        iterations: int,
+        num_private: int,
+        delta: float | None = None,
+        unit: str = "record",
+    ) -> PrivacyBudget:
+        """Calibrate σ so that T iterations are (ε, δ)-DP; δ defaults to 1/(N ln N).
+
+        ε = ∞ is refused (use :meth:`not_private`).
+        """
+        eps = validate_epsilon(epsilon)
+        t = validate_iterations(iterations)
+        n = validate_num_private(num_private)
+        u = validate_unit(unit)
+        d, is_default = cls._resolve_delta(delta, n, u)
+        sigma = sigma_from_epsilon(eps, d, t)
+        return cls(eps, d, sigma, t, math.sqrt(t) / sigma, n, u, True, is_default)
+
+    @classmethod
+    def from_sigma(
+        cls,
+        sigma: float,
+        iterations: int,
+        num_private: int,
+        delta: float | None = None,
+        unit: str = "record",
+    ) -> PrivacyBudget:
+        """The (ε, δ) spent by T iterations with a given noise σ; δ defaults to 1/(N ln N)."""
+        s = validate_sigma(sigma)
+        t = validate_iterations(iterations)
+        n = validate_num_private(num_private)
+        u = validate_unit(unit)
+        d, is_default = cls._resolve_delta(delta, n, u)
+        mu = math.sqrt(t) / s
+        return cls(epsilon_for_delta(d, mu), d, s, t, mu, n, u, True, is_default)
+
+    @classmethod
+    def not_private(cls, iterations: int, num_private: int, unit: str = "record") -> PrivacyBudget:
+        """An explicitly NOT differentially private run: σ = 0, ε = ∞ (for debugging and upper bounds)."""
+        t = validate_iterations(iterations)
+        n = validate_num_private(num_private)
+        u = validate_unit(unit)
+        return cls(math.inf, 0.0, 0.0, t, math.inf, n, u, False, False)
+
+    # -- serialisation ------------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict (∞ written as the string "inf"); :meth:`from_dict` reads it back."""
+        d = asdict(self)
+        for k in ("epsilon", "delta", "sigma", "mu"):
+            d[k] = _float_to_json(d[k])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrivacyBudget:
+        """Rebuild a budget written by :meth:`to_dict`; the fields are re-checked against each other."""
+        if not isinstance(data, dict):
+            raise BudgetError(f"a privacy budget must be a JSON object, got {type(data).__name__}")
+        required = ("epsilon", "delta", "sigma", "iterations", "mu", "num_private")
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise BudgetError(f"privacy budget is missing {', '.join(missing)}")
+        return cls(
+            epsilon=_float_from_json(data["epsilon"], "epsilon"),
+            delta=_float_from_json(data["delta"], "delta"),
+            sigma=_float_from_json(data["sigma"], "sigma"),
+            iterations=data["iterations"],
+            mu=_float_from_json(data["mu"], "mu"),
+            num_private=data["num_private"],
+            unit=data.get("unit", "record"),
+            private=data.get("private", True),
+            delta_is_default=data.get("delta_is_default", False),
+        )
+
+    def describe(self) -> str:
+        """One human sentence stating the guarantee, for logs, the CLI and the report."""
+        unit_n = f"N = {self.num_private} private {self.unit}{'s' if self.num_private != 1 else ''}"
+        if not self.private:
+            return (
+                f"NOT differentially private: no noise (sigma = 0) in {self.iterations} iteration(s) over "
+                f"{unit_n}. The output may reveal private data; do not release it as private."
+            )
+        dflt = " = 1/(N ln N)" if self.delta_is_default else ""
+        return (
+            f"({self.epsilon:.4g}, {self.delta:.3g})-differentially private per {self.unit} "
+            f"(add/remove one {self.unit}; delta{dflt}), {unit_n}: {self.iterations} noisy histogram(s) "
+            f"with Gaussian noise sigma = {self.sigma:.4g} (exactly {self.mu:.4g}-GDP)."
+        )

@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+from spti.config import Config
+from spti.data.io import atomic_write_json, read_json
+from spti.data.release import public_manifest
+from spti.data.run import RunDir
+from spti.errors import RunFolderError
+
+
+def cfg(**pe):
+    return Config.from_dict({"data": {"private": "/secret/patients"}, "pe": pe})
+
+
+def test_new_run_writes_config_and_manifest(tmp_path):
+    r = RunDir.open(tmp_path / "run", cfg(iterations=3), command="test")
+    assert r.load_config().pe.iterations == 3
+    m = r.manifest()
+    assert m["spti_version"] and m["seed"] == 0 and "numpy" in m["libraries"]
+    assert r.private.is_dir() and r.checkpoints.is_dir()
+
+
+def test_same_settings_resume_different_settings_refused(tmp_path):
+    RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
+    RunDir.open(tmp_path / "run", cfg(iterations=3), command="b")  # resume
+    assert RunDir(tmp_path / "run").manifest()["resumed"] is True
+    with pytest.raises(RunFolderError, match="pe.iterations"):
+        RunDir.open(tmp_path / "run", cfg(iterations=4), command="c")
+    # post-processing settings may change between stages
+    c = cfg(iterations=3)
+    c.renderer = {"backend": "retrieval"}
+    RunDir.open(tmp_path / "run", c, command="d")
+
+
+def test_a_foreign_folder_is_never_overwritten(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("precious")
+    with pytest.raises(RunFolderError, match="not an spti run"):
+        RunDir.open(tmp_path / "mine", cfg(), command="x")
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunFolderError):
+        RunDir.open(tmp_path / "file", cfg(), command="x")
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_json(tmp_path / "a.json", {"x": 2})
+    assert read_json(tmp_path / "a.json") == {"x": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_public_manifest_drops_private_paths():
+    m = {"config": {"data": {"private": "/secret"}, "out": "/x", "pe": {}}, "seed": 1}
+    pm = public_manifest(m)
+    assert "/secret" not in json.dumps(pm) and pm["seed"] == 1
