@@ -1,0 +1,26 @@
+"""Evaluation of a synthetic image set against the private one: Fréchet distances (FID and variants),
+precision/recall/density/coverage, CLIP score and a memorization audit.
+
+Everything computed here against private data is NOT differentially private; :func:`evaluate` marks each
+such number in its output (``"differentially_private": false``). Only numpy/scipy/PIL are imported here;
+models load when :func:`evaluate` needs them.
+"""
+
+from __future__ import annotations
+
+from spti.metrics.evaluate import METRICS, NOT_DP, evaluate
+from spti.metrics.frechet import feature_stats, fid_from_features, frechet_distance
+from spti.metrics.memorization import MemorizationResult, memorization_audit
+from spti.metrics.prdc import prdc
+
+__all__ = [
+    "METRICS",
+    "NOT_DP",
+    "MemorizationResult",
+    "evaluate",
+    "feature_stats",
+    "fid_from_features",
+    "frechet_distance",
+    "memorization_audit",
+    "prdc",
+]

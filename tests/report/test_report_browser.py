@@ -1,0 +1,78 @@
+"""The report in a real browser (headless Chromium): every image decodes and nothing overflows the
+viewport horizontally, at desktop and phone widths."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from report_run_fixture import make_run
+
+from spti.report import build_report
+
+_CHROMIUM = next(
+    (p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome", "chrome")) if p),
+    None,
+)
+_DRIVER = shutil.which("chromedriver")
+
+_CHECK_JS = r"""
+const imgs = Array.from(document.images);
+const broken = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt || '(no alt)');
+const de = document.documentElement;
+const over = [];
+if (de.scrollWidth > de.clientWidth) over.push('document ' + de.scrollWidth + '>' + de.clientWidth);
+if (document.body.scrollWidth > document.body.clientWidth) over.push('body');
+const blockish = new Set(['block', 'flex', 'grid', 'table', 'list-item', 'flow-root', 'table-cell']);
+for (const el of document.body.querySelectorAll('*')) {
+  const cs = getComputedStyle(el);
+  if (!blockish.has(cs.display) || el.clientWidth === 0) continue;
+  if (el.scrollWidth > el.clientWidth + 1) {
+    over.push(el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') + (el.className ? '.' + el.className : '')
+              + ' ' + el.scrollWidth + '>' + el.clientWidth);
+  }
+  const r = el.getBoundingClientRect();
+  if (r.right > de.clientWidth + 1) over.push(el.tagName.toLowerCase() + ' right edge ' + r.right);
+}
+return {n: imgs.length, broken: broken, over: over.slice(0, 20)};
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    _CHROMIUM is None or _DRIVER is None,
+    reason="chromium and chromedriver are not installed (apt-get install chromium chromium-driver)",
+)
+@pytest.mark.parametrize("show_private", [False, True])
+def test_report_renders_in_headless_chromium(tmp_path: Path, show_private: bool):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    report = build_report(make_run(tmp_path / "run"), show_private=show_private)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = _CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=_DRIVER), options=opts)
+    try:
+        for width, height in ((1280, 900), (390, 844)):
+            driver.set_window_size(width, height)
+            driver.get(report.resolve().as_uri())
+            driver.execute_script("return document.readyState")  # page loaded (file://, no network)
+            res = driver.execute_script(_CHECK_JS)
+            expected = 6 + 6 + 2 + (3 if show_private else 0)  # release, iterations, plots, pairs
+            assert res["n"] == expected, res
+            assert res["broken"] == [], f"images that did not decode at width {width}: {res['broken']}"
+            assert res["over"] == [], f"horizontal overflow at width {width}: {res['over']}"
+    finally:
+        driver.quit()
