@@ -1,0 +1,132 @@
+"""Captioner ``efficientnet-lite0``: the bundled, offline ImageNet classifier; its top labels become a
+caption ("a photo of a loafer, muzzle and plane").
+
+Why such a weak captioner exists: spti must run end to end with no hub and no GPU (the offline demo, CI).
+The captions only need to be class-dependent so that private evolution has a signal to follow; they are
+noisy (Fashion-MNIST trousers come out as "can opener"). Use a real captioner (``hf``) for real work.
+
+Config keys::
+
+    backend: efficientnet-lite0
+    top_k: 3                       # labels per caption (before min_prob filtering)
+    min_prob: 0.0                  # drop labels whose probability is below this; the top label is always
+                                   # kept, so every image gets a caption
+    template: "a photo of a {labels}"   # {labels} = "x", "x and y", "x, y and z"; "a {labels}" becomes
+                                   # "an {labels}" before a vowel
+    invert: false                  # true for light-on-dark images (Fashion-MNIST); use the same value
+                                   # for the image embedder of the run
+    weights: null                  # a local state-dict file; null = the bundled one
+    device: auto
+    batch_size: 32
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from PIL import Image
+
+from spti.errors import ConfigError
+from spti.models import _efficientnet as effnet
+from spti.models._offline import EFFNET_DIST, bundled_version
+from spti.models.captioner import REGISTRY, Captioner
+
+DEFAULT_TEMPLATE = "a photo of a {labels}"
+_A_BEFORE_LABELS = re.compile(r"\b([Aa]) \{labels\}")
+
+
+def join_labels(labels: Sequence[str]) -> str:
+    """``["x"]`` -> ``"x"``, ``["x", "y"]`` -> ``"x and y"``, ``["x", "y", "z"]`` -> ``"x, y and z"``."""
+    labels = list(labels)
+    if not labels:
+        raise ValueError("join_labels needs at least one label")
+    if len(labels) == 1:
+        return labels[0]
+    return ", ".join(labels[:-1]) + " and " + labels[-1]
+
+
+def format_caption(template: str, labels: Sequence[str]) -> str:
+    """Fill ``template`` with the labels (duplicates removed, order kept: ImageNet has two "crane" and two
+    "maillot" classes), fixing "a" to "an" before a vowel."""
+    unique = list(dict.fromkeys(labels))
+    text = join_labels(unique)
+    if unique[0][:1].lower() in "aeiou":
+        template = _A_BEFORE_LABELS.sub(lambda m: m.group(1) + "n {labels}", template)
+    return template.replace("{labels}", text)
+
+
+def select_labels(scored: Sequence[tuple[str, float]], min_prob: float) -> list[str]:
+    """Labels with probability >= ``min_prob``, best first; the best one always stays."""
+    if not scored:
+        raise ValueError("select_labels needs at least one scored label")
+    return [scored[0][0]] + [name for name, p in scored[1:] if p >= min_prob]
+
+
+@REGISTRY.register("efficientnet-lite0")
+class EfficientNetLite0Captioner(Captioner):
+    """Top-k ImageNet labels of EfficientNet-Lite0, filled into a template. Deterministic."""
+
+    sends_data_off_machine = False
+
+    def __init__(
+        self,
+        top_k: int = 3,
+        min_prob: float = 0.0,
+        template: str = DEFAULT_TEMPLATE,
+        invert: bool = False,
+        weights: str | os.PathLike | None = None,
+        device: str = "auto",
+        batch_size: int = 32,
+    ):
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= effnet.NUM_CLASSES:
+            raise ConfigError(
+                f"efficientnet-lite0 captioner: top_k must be an integer in [1, 1000], got {top_k!r}"
+            )
+        if isinstance(min_prob, bool) or not isinstance(min_prob, (int, float)) or not 0.0 <= min_prob <= 1.0:
+            raise ConfigError(f"efficientnet-lite0 captioner: min_prob must be in [0, 1], got {min_prob!r}")
+        if not isinstance(template, str) or "{labels}" not in template:
+            raise ConfigError(
+                f"efficientnet-lite0 captioner: template must be a string containing {{labels}}, got {template!r}"
+            )
+        if not isinstance(invert, bool):
+            raise ConfigError(f"efficientnet-lite0 captioner: invert must be true or false, got {invert!r}")
+        self.top_k, self.min_prob, self.template, self.invert = top_k, float(min_prob), template, invert
+        self.batch_size = effnet.check_batch_size(batch_size)
+        self._net: effnet.EfficientNetLite0 | None = effnet.load_efficientnet_lite0(weights, device)
+        self._info: dict[str, Any] = {
+            "backend": self.backend_name,
+            "model": f"timm/{effnet.TIMM_ARCH}",
+            "weights": str(self._net.path),
+            "weights_sha256": self._net.sha256,
+            "package_version": bundled_version(EFFNET_DIST) if weights is None else None,
+            "device": self._net.device,
+            "top_k": top_k,
+            "min_prob": self.min_prob,
+            "template": template,
+            "invert": invert,
+        }
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        if self._net is None:
+            raise ConfigError("efficientnet-lite0 captioner was closed; build a new one")
+        images = effnet.check_images(images, "efficientnet-lite0 captioner")
+        if not images:
+            return []
+        tops = self._net.top_labels(images, self.top_k, invert=self.invert, batch_size=self.batch_size)
+        return [format_caption(self.template, select_labels(scored, self.min_prob)) for scored in tops]
+
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    @property
+    def cache_key(self) -> str:
+        # What changes the captions: weights content and caption options, not the file's path or device.
+        keep = {k: v for k, v in self._info.items() if k not in ("weights", "device", "package_version")}
+        return hashlib.sha256(repr(sorted(keep.items())).encode()).hexdigest()[:16]
+
+    def close(self) -> None:
+        self._net = None  # the shared model stays cached for the image embedder (see _efficientnet)
