@@ -254,3 +254,34 @@ class CLIPEmbedder(_HFImageEmbedder):
         out = self._net.get_image_features(pixel_values=pixel_values)
         # transformers < 5 returns the tensor; 5.x returns a ModelOutput whose pooler_output is projected.
         return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """CLIP text embeddings in the same joint space as :meth:`embed` (``get_text_features``), for the
+        CLIP score of image vs caption. The tokenizer comes from the same folder / hub id, loaded on first
+        use; texts longer than the text encoder's context are truncated, as CLIP-score implementations do."""
+        import torch
+        from transformers import AutoTokenizer
+
+        if self._net is None:
+            raise ConfigError("clip image embedder was closed; build a new one")
+        tok = getattr(self, "_tokenizer", None)
+        if tok is None:
+            try:
+                tok = AutoTokenizer.from_pretrained(
+                    self.model_id, revision=self.revision, local_files_only=self.local_files_only
+                )
+            except (OSError, ValueError) as e:
+                raise BackendError(f"clip: no tokenizer for {self.model_id!r}: {type(e).__name__}: {e}") from e
+            self._tokenizer = tok
+        max_len = int(self._net.config.text_config.max_position_embeddings)
+        if getattr(tok, "model_max_length", None):
+            max_len = min(max_len, int(tok.model_max_length))
+        out = np.zeros((len(texts), self._dim), dtype=np.float32)
+        for s in range(0, len(texts), self.batch_size):
+            batch = tok(list(texts[s : s + self.batch_size]), padding=True, truncation=True, max_length=max_len,
+                        return_tensors="pt").to(self.device)
+            with torch.inference_mode():
+                f = self._net.get_text_features(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            f = f if isinstance(f, torch.Tensor) else f.pooler_output
+            out[s : s + f.shape[0]] = f.float().cpu().numpy()
+        return out
