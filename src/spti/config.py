@@ -108,9 +108,10 @@ class RenderConfig:
 
 @dataclass
 class EvaluateConfig:
-    metrics: list[str] = field(default_factory=list)  # e.g. ["fd-efficientnet", "prdc", "memorization"]
+    metrics: list[str] = field(default_factory=list)  # e.g. ["fid", "fd-efficientnet", "prdc", "memorization"]
     per_iteration: bool = False
     max_images: int | None = None
+    space: str | None = None  # feature space of prdc / memorization; None: the run's image_embedder's
 
 
 @dataclass

@@ -42,20 +42,13 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit
     yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
 
 
-def setup_logging(level: int | str = logging.INFO, logfile: str | os.PathLike | None = None) -> None:
-    """Configure the ``spti`` logger for the CLI: a concise stderr handler and, optionally, a log file in
-    the run folder. Library users keep control: this is only called by the CLI."""
+def setup_logging(level: int | str = logging.INFO) -> None:
+    """Configure the ``spti`` logger for the CLI: a concise stderr handler. Library users keep control:
+    this is only called by the CLI. (Each run also writes its own ``spti.log``: see spti.pipeline.)"""
     logger.setLevel(level)
-    fmt = logging.Formatter("%(asctime)s %(levelname)s spti: %(message)s", "%H:%M:%S")
     if not any(getattr(h, "_spti_console", False) for h in logger.handlers):
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(fmt)
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s spti: %(message)s", "%H:%M:%S"))
         h._spti_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
-    if logfile is not None:
-        path = os.fspath(logfile)
-        if not any(getattr(h, "baseFilename", None) == os.path.abspath(path) for h in logger.handlers):
-            fh = logging.FileHandler(path, encoding="utf-8")
-            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-            logger.addHandler(fh)
     logger.propagate = False

@@ -228,12 +228,24 @@ def evolve_texts(cfg: Config, *, command: str = "evolve", stop_after: int | None
 
 
 def _attach_logfile(run: RunDir) -> None:
+    """Every run keeps its own log (``spti.log``: counts, timings, model ids — nothing private), whether it
+    was started from the CLI or from Python. One run log at a time: a handler of an earlier run folder in
+    the same process is detached."""
     import logging
 
-    if any(getattr(h, "_spti_console", False) for h in logger.handlers):  # the CLI set up logging
-        from spti.log import setup_logging
-
-        setup_logging(logger.level or logging.INFO, run.path / "spti.log")
+    path = (run.path / "spti.log").resolve()
+    for h in list(logger.handlers):
+        if getattr(h, "_spti_run_log", None) not in (None, str(path)):
+            logger.removeHandler(h)
+            h.close()
+    if not any(getattr(h, "_spti_run_log", None) == str(path) for h in logger.handlers):
+        fh = logging.FileHandler(path, encoding="utf-8")
+        fh.setLevel(logging.INFO)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh._spti_run_log = str(path)  # type: ignore[attr-defined]
+        logger.addHandler(fh)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
 
 
 def _embed_private_texts(run: RunDir, embedder, texts: Sequence[str]) -> np.ndarray:
@@ -548,11 +560,21 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
     private = PrivateSet(features, owners, num_units, cfg.privacy.unit)
     llm = build_llm(cfg.llm)
     run_dir.update_manifest(models=_models_info(llm=llm, **models))
+    on_iteration = None
+    if cfg.evaluate.per_iteration and cfg.evaluate.metrics:
+        if cfg.pe.voting == "text":
+            from spti.models.renderer import build_renderer
+
+            stats = Counter(run_dir.stats().get("renderer_calls", {}))
+            eval_renderer = build_renderer(_renderer_cfg(run_dir, cfg, cfg.release_renderer or cfg.renderer))
+            rcache = RenderCache(run_dir.cache, eval_renderer, stats, "per_iteration")
+            loop_renderer = eval_renderer if cfg.release_renderer is None else None
+        on_iteration = PerIterationEvaluator(run_dir, cfg, rcache, result)
     try:
         outcome = evolve(run_dir, cfg, private, llm=llm, embed_candidates_factory=factory, captioner=captioner,
-                         stop_after=stop_after)
+                         stop_after=stop_after, on_iteration=on_iteration)
     finally:
-        if cfg.pe.voting == "image":
+        if cfg.pe.voting == "image" or on_iteration is not None:
             run_dir.update_stats("renderer_calls", stats)
     if stop_before == "render":
         raise _StoppedStage("render")
@@ -571,19 +593,102 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
     return run_dir
 
 
+_SPACE_OF_BACKEND = {"efficientnet-lite0": "efficientnet", "inception": "inception", "dinov2": "dinov2", "clip": "clip"}
+
+
+def _eval_space(cfg: Config) -> str | None:
+    return cfg.evaluate.space or _SPACE_OF_BACKEND.get(cfg.image_embedder.get("backend", ""))
+
+
+def _eval_embedders(cfg: Config) -> dict[str, Any]:
+    """The run's own image embedder serves its feature space in evaluation (same options, e.g. the
+    demo's ``invert``); other spaces use evaluate()'s defaults."""
+    space = _SPACE_OF_BACKEND.get(cfg.image_embedder.get("backend", ""))
+    return {space: dict(cfg.image_embedder)} if space else {}
+
+
 def evaluate_stage(run: RunDir, cfg: Config) -> dict:
+    """Final metrics of the release against the private images (NOT differentially private)."""
+    from spti.data.images import IngestResult
     from spti.metrics.evaluate import evaluate
 
     res = evaluate(
-        cfg.data.private,
+        IngestResult.load(run.private),
         run.release,
         metrics=tuple(cfg.evaluate.metrics),
+        embedders=_eval_embedders(cfg),
+        prdc_space=_eval_space(cfg),
+        memorization_space=_eval_space(cfg),
         out=run.path / "metrics.json",
         cache_dir=run.cache / "eval",
         max_images=cfg.evaluate.max_images,
     )
     run.mark_stage("evaluate", metrics=list(cfg.evaluate.metrics))
     return res
+
+
+def _curve_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one evaluation worth a curve: each metric's ``value``, or for PRDC its four scores."""
+    out: dict[str, float] = {}
+    for name, entry in metrics.items():
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("value"), (int, float)):
+            out[name] = float(entry["value"])
+        for k in ("precision", "recall", "density", "coverage"):
+            if isinstance(entry.get(k), (int, float)):
+                out[f"{name}.{k}"] = float(entry[k])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+class PerIterationEvaluator:
+    """``evaluate.per_iteration``: after each PE iteration, render the population (image voting: the
+    loop's cached renders, no extra calls; text voting: the release renderer, counted under
+    ``renderer_calls.per_iteration``), record its images in ``population.jsonl`` (for the report's
+    per-iteration grids) and append its metrics to ``metrics.json``'s ``per_iteration`` curve. Idempotent:
+    an iteration already evaluated is skipped, so a resumed run does not duplicate rows."""
+
+    def __init__(self, run: RunDir, cfg: Config, render_cache: RenderCache, ingest_result):
+        self.run, self.cfg, self.cache, self.ingest_result = run, cfg, render_cache, ingest_result
+        self.metrics = tuple(m for m in cfg.evaluate.metrics if m != "memorization")
+
+    def __call__(self, rec) -> None:
+        from PIL import Image
+
+        from spti.data.io import atomic_write_json, read_json
+        from spti.metrics.evaluate import evaluate
+
+        path = self.run.path / "metrics.json"
+        data = read_json(path) if path.is_file() else {}
+        rows = data.get("per_iteration", [])
+        if any(r.get("iteration") == rec.iteration for r in rows) or not self.metrics:
+            return
+        pairs = [(t, _render_seed(self.cfg.render.seed, 0)) for t in rec.population]
+        paths = self.cache.get_paths(pairs, desc=f"rendering population {rec.iteration}")
+        pop_file = self.run.checkpoints / f"iter_{rec.iteration:03d}" / "population.jsonl"
+        prows = read_jsonl(pop_file)
+        for r, p in zip(prows, paths):
+            r["image"] = str(p.relative_to(self.run.path))
+        atomic_write_jsonl(pop_file, prows)
+        images = []
+        for p in paths:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        res = evaluate(
+            self.ingest_result, images, metrics=self.metrics, embedders=_eval_embedders(self.cfg),
+            prdc_space=_eval_space(self.cfg),
+            cache_dir=self.run.cache / "eval", max_images=self.cfg.evaluate.max_images, captions=list(rec.population),
+        )
+        row = {"iteration": rec.iteration, **_curve_values(res.get("metrics", {}))}
+        data = read_json(path) if path.is_file() else {}
+        data.setdefault("per_iteration", [])
+        data["per_iteration"] = sorted(
+            [r for r in data["per_iteration"] if r.get("iteration") != rec.iteration] + [row], key=lambda r: r["iteration"]
+        )
+        data.setdefault("differentially_private", False)
+        data.setdefault("note", "computed against private data — do not publish")
+        atomic_write_json(path, data)
+        logger.info("iteration %d metrics: %s", rec.iteration, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "iteration"))
 
 
 class _StoppedStage(RuntimeError):

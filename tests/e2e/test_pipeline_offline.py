@@ -102,6 +102,18 @@ def test_run_offline_text_voting_with_crashes_and_resume(tmp_path):
     assert "not differentially private" in json.dumps(metrics).lower() or "differentially_private" in json.dumps(metrics)
     assert (out / "report.html").is_file()
 
+    # spti evaluate / spti report on the run's output, from the command line
+    from spti.cli import main
+
+    assert main(["evaluate", "--real", str(priv), "--synthetic", str(rel), "--metrics", "fd-efficientnet,memorization",
+                 "--out", str(tmp_path / "m.json")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["metrics"]["fd-efficientnet"]["value"] > 0 and m["metrics"]["memorization"]["differentially_private"] is False
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "not differentially private" in html.lower() and "patient-" not in html
+
     # the release loads as a Hugging Face ImageFolder
     datasets = pytest.importorskip("datasets")
     ds = datasets.load_dataset("imagefolder", data_dir=str(rel), split="train")
@@ -122,7 +134,7 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
         llm={"backend": "support.fakes:ScriptedLLM"},
         generation={"variation_mode": "rephrase", "domain": "a toy scene"},
         renderer={"backend": "diffusers", "model": str(model), "num_inference_steps": 2, "height": 64, "width": 64},
-        evaluate={"metrics": []},
+        evaluate={"metrics": ["fd-efficientnet", "prdc"], "per_iteration": True},
     )
     cfg.captioner = {"backend": "this.does.not:Exist"}  # image voting never captions private images
     r = run(cfg)
@@ -139,5 +151,12 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
     assert not (out / "private" / "captions").exists()
     feats = list((out / "private").glob("image_features-*.npy"))
     assert len(feats) == 1 and np.load(feats[0]).shape == (60, 1280)
+    # per-iteration curve from the loop's own renders (no extra renderer call: counted above)
+    per = json.loads((out / "metrics.json").read_text())["per_iteration"]
+    assert [r["iteration"] for r in per] == [0, 1, 2]
+    assert all(np.isfinite(r["fd-efficientnet"]) for r in per)
+    pop2 = [json.loads(x) for x in (out / "checkpoints" / "iter_002" / "population.jsonl").read_text().splitlines()]
+    assert all((out / r["image"]).is_file() and r["image"].startswith("cache/renders/") for r in pop2)
+    assert "Iteration 2" in (out / "report.html").read_text()
     h = load_npz(out / "checkpoints" / "iter_002" / "noisy_histogram.npz")["noisy_counts"]
     assert h.shape[0] == len([1 for _ in (out / "checkpoints" / "iter_002" / "candidates.jsonl").read_text().splitlines()])

@@ -142,6 +142,8 @@ class PrivateEvolution:
             if (d / "population.jsonl").exists():
                 population = [r["text"] for r in read_jsonl(d / "population.jsonl")]
                 logger.info("resuming: iteration %d already complete", t)
+                if self.on_iteration:  # callbacks are idempotent; they may have been cut off by the crash
+                    self.on_iteration(IterationRecord(t, population, None, None))
                 continue
             # candidates (saved before voting, so the histogram's bins are fixed on disk)
             if (d / "candidates.jsonl").exists():
