@@ -332,11 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="offline demo on Fashion-MNIST with the bundled models")
     s.add_argument("--out")
-    s.add_argument("--num-private", type=int, default=1000)
-    s.add_argument("--pool-size", type=int, default=1000)
-    s.add_argument("--population", type=int, default=40)
-    s.add_argument("--iterations", type=int, default=2)
-    s.add_argument("--variations", type=int, default=2)
+    from spti.demo import DEFAULTS
+
+    s.add_argument("--num-private", type=int, default=DEFAULTS["num_private"], help="private Fashion-MNIST test images")
+    s.add_argument("--pool-size", type=int, default=DEFAULTS["pool_size"], help="public train images (retrieval pool)")
+    s.add_argument("--population", type=int, default=DEFAULTS["population"])
+    s.add_argument("--iterations", type=int, default=DEFAULTS["iterations"])
+    s.add_argument("--variations", type=int, default=DEFAULTS["variations"])
     s.add_argument("--epsilon", type=float)
     s.add_argument("--voting", choices=("text", "image"))
     s.add_argument("--seed", type=int)

@@ -68,7 +68,7 @@ def _write_pngs(images: np.ndarray, folder: Path) -> None:
 
 
 def demo_config(out: str | Path, *, population: int, iterations: int, variations: int, epsilon: float,
-                voting: str, seed: int, progress: bool) -> dict:
+                voting: str, seed: int, progress: bool, examples: list[str] | None = None) -> dict:
     out = Path(out)
     return {
         "out": str(out),
@@ -78,6 +78,7 @@ def demo_config(out: str | Path, *, population: int, iterations: int, variations
         "privacy": {"epsilon": epsilon},
         "generation": {
             "domain": "a product photo of a single clothing item or accessory (a shirt, trouser, dress, coat, shoe, sandal, sneaker or bag) on a plain background",
+            "examples": list(examples or []),
             "variation_mode": "fill_in",
             "temperature": 0.7,
             "max_new_tokens": 40,
@@ -95,9 +96,17 @@ def demo_config(out: str | Path, *, population: int, iterations: int, variations
     }
 
 
-def run_demo(out: str | Path = "runs/demo", *, num_private: int = 2000, pool_size: int = 2000, population: int = 60,
-             iterations: int = 3, variations: int = 2, epsilon: float = 1.0, voting: str = "text", seed: int = 0,
-             progress: bool = True):
+DEFAULTS = {"num_private": 1000, "pool_size": 1000, "population": 40, "iterations": 2, "variations": 2}
+
+
+def run_demo(out: str | Path = "runs/demo", *, num_private: int = DEFAULTS["num_private"],
+             pool_size: int = DEFAULTS["pool_size"], population: int = DEFAULTS["population"],
+             iterations: int = DEFAULTS["iterations"], variations: int = DEFAULTS["variations"], epsilon: float = 1.0,
+             voting: str = "text", seed: int = 0, progress: bool = True, num_examples: int = 8):
+    """Run the offline demo; returns the :class:`~spti.data.run.RunDir`.
+
+    ``num_examples`` public pool images are captioned up front and given to the LLM as few-shot examples
+    of the caption style (public data: allowed; private captions never are)."""
     from spti.config import Config
     from spti.data.run import RunDir
     from spti.pipeline import run
@@ -110,47 +119,58 @@ def run_demo(out: str | Path = "runs/demo", *, num_private: int = 2000, pool_siz
         raise InputError(f"--num-private must be in [1, {len(test_x)}] and --pool-size in [1, {len(train_x)}]")
     priv_idx = np.sort(rng.choice(len(test_x), num_private, replace=False))
     pool_idx = np.sort(rng.choice(len(train_x), pool_size, replace=False))
+    examples = _public_examples(train_x, pool_idx, num_examples, rng) if num_examples else []
     cfg = Config.from_dict(demo_config(out, population=population, iterations=iterations, variations=variations,
-                                       epsilon=epsilon, voting=voting, seed=seed, progress=progress))
+                                       epsilon=epsilon, voting=voting, seed=seed, progress=progress, examples=examples))
     rd = RunDir.open(out, cfg, command="demo")
     _write_pngs(test_x[priv_idx], Path(cfg.data.private))
     _write_pngs(train_x[pool_idx], Path(cfg.data.public_pool))
     logger.info("demo: %d private Fashion-MNIST test images, %d public train images in the pool", num_private, pool_size)
     rd = run(cfg, command="demo")
-    _print_class_mix(rd, test_y[priv_idx], train_y[pool_idx])
+    _print_class_mix(rd, cfg, test_y[priv_idx], train_y[pool_idx])
     return rd
 
 
-def _print_class_mix(rd, private_labels: np.ndarray, pool_labels: np.ndarray) -> None:
-    """The labels the pipeline never saw: how close is the release's class mix to the private one?
-    (A retrieval render is a pool image, whose label we know.)"""
-    import hashlib
+def _public_examples(train_x: np.ndarray, pool_idx: np.ndarray, k: int, rng: np.random.Generator) -> list[str]:
+    """Captions of ``k`` random *public* pool images, as few-shot examples of the caption style."""
+    from PIL import Image
 
+    from spti.models.captioner import build_captioner
+
+    cap = build_captioner({"backend": "efficientnet-lite0", "invert": True, "top_k": 3})
+    pick = rng.choice(pool_idx, size=min(k, len(pool_idx)), replace=False)
+    return sorted(set(cap.caption([Image.fromarray(train_x[i], mode="L").convert("RGB") for i in pick])))
+
+
+def _tv(p: np.ndarray, labels: np.ndarray) -> float:
+    q = np.bincount(labels, minlength=10) / max(len(labels), 1)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def _print_class_mix(rd, cfg, private_labels: np.ndarray, pool_labels: np.ndarray) -> None:
+    """Use the labels the pipeline never saw: how close is the class mix of iteration 0 (no private data)
+    and of the release to the private one? A retrieval render is a pool image, whose label we know. For
+    scale: the error of an ideal sampler drawing as many images straight from the private mix."""
     from spti.data.io import read_jsonl
+    from spti.models.renderer import build_renderer
+    from spti.pipeline import _renderer_cfg
 
-    meta = rd.release / "metadata.jsonl"
-    pool_dir = Path(rd.load_config().data.public_pool)
-    if not meta.is_file():
-        return
-    by_hash = {}
-    for i, p in enumerate(sorted(pool_dir.glob("*.png"))):
-        from PIL import Image
+    renderer = build_renderer(_renderer_cfg(rd, cfg, cfg.renderer))
+    label_of = {name: int(pool_labels[int(Path(name).stem)]) for name in renderer.pool_files}
 
-        with Image.open(p) as im:
-            by_hash[hashlib.sha256(np.asarray(im.convert("L")).tobytes()).hexdigest()] = int(pool_labels[i])
-    rel = []
-    for r in read_jsonl(meta):
-        from PIL import Image
+    def labels_for(texts: list[str]) -> np.ndarray:
+        idx, _ = renderer.nearest(texts)
+        return np.array([label_of[renderer.pool_files[i[0]]] for i in idx], dtype=np.int64)
 
-        with Image.open(rd.release / r["file_name"]) as im:
-            lab = by_hash.get(hashlib.sha256(np.asarray(im.convert("L")).tobytes()).hexdigest())
-        if lab is not None:
-            rel.append(lab)
-    if not rel:
-        return
     p = np.bincount(private_labels, minlength=10) / len(private_labels)
-    q = np.bincount(rel, minlength=10) / len(rel)
-    tv = 0.5 * np.abs(p - q).sum()
-    mix = Counter({FASHION_CLASSES[k]: round(float(q[k]), 3) for k in range(10)})
-    print("class mix of the release (labels never seen by the pipeline):", dict(mix))
-    print(f"total-variation distance to the private class mix: {tv:.3f} (uniform guess: {0.5 * np.abs(p - 0.1).sum():.3f})")
+    init = [r["text"] for r in read_jsonl(rd.checkpoints / "iter_000" / "population.jsonl")]
+    final = [r["text"] for r in read_jsonl(rd.release / "dp_captions.jsonl")]
+    rel = labels_for(final)
+    ideal = np.mean([_tv(p, np.random.default_rng(s).choice(10, size=len(final), p=p)) for s in range(500)])
+    mix = {FASHION_CLASSES[k]: round(float(v), 3) for k, v in enumerate(np.bincount(rel, minlength=10) / len(rel))}
+    print("class mix of the release (labels never seen by the pipeline):", mix)
+    print(
+        "total-variation distance to the private class mix: "
+        f"iteration 0 (no private data) {_tv(p, labels_for(init)):.3f}, release {_tv(p, rel):.3f}; "
+        f"an ideal sampler of {len(final)} private images: {ideal:.3f}"
+    )

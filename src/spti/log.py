@@ -24,6 +24,9 @@ def set_progress(enabled: bool) -> None:
     """Turn tqdm progress bars on or off for the whole process (``--no-progress`` on the CLI)."""
     global _PROGRESS_ENABLED
     _PROGRESS_ENABLED = bool(enabled)
+    if not enabled:  # also silence the bars of the libraries spti drives (tqdm >= 4.66, huggingface_hub)
+        os.environ["TQDM_DISABLE"] = "1"
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
 
 
 def progress_enabled() -> bool:

@@ -22,7 +22,11 @@ def test_new_run_writes_config_and_manifest(tmp_path):
 
 
 def test_same_settings_resume_different_settings_refused(tmp_path):
+    r = RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
+    RunDir.open(tmp_path / "run", cfg(iterations=4), command="nothing computed yet: anything may change")
     RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
+    (r.checkpoints / "iter_000").mkdir()
+    (r.checkpoints / "iter_000" / "population.jsonl").write_text("{}")
     RunDir.open(tmp_path / "run", cfg(iterations=3), command="b")  # resume
     assert RunDir(tmp_path / "run").manifest()["resumed"] is True
     with pytest.raises(RunFolderError, match="pe.iterations"):
@@ -31,6 +35,26 @@ def test_same_settings_resume_different_settings_refused(tmp_path):
     c = cfg(iterations=3)
     c.renderer = {"backend": "retrieval"}
     RunDir.open(tmp_path / "run", c, command="d")
+    # ... except the renderer of image voting, whose renders took part in the selection
+    iv = Config.from_dict({"data": {"private": "/secret/patients"}, "pe": {"iterations": 3, "voting": "image"}})
+    r2 = RunDir.open(tmp_path / "iv", iv, command="a")
+    (r2.checkpoints / "iter_000").mkdir()
+    iv2 = Config.from_dict(iv.to_dict())
+    iv2.renderer = {"backend": "retrieval"}
+    with pytest.raises(RunFolderError, match="renderer"):
+        RunDir.open(tmp_path / "iv", iv2, command="b")
+
+
+def test_caption_stage_locks_only_data_and_captioner(tmp_path):
+    r = RunDir.open(tmp_path / "run", cfg(), command="caption")
+    (r.private / "captions").mkdir()
+    (r.private / "ingest.jsonl").write_text("{}")
+    c = cfg()
+    c.generation.domain = "a photo of a bedroom"  # the evolve stage has not started: free to change
+    RunDir.open(tmp_path / "run", c, command="run")
+    c.captioner = {"backend": "hf", "model": "x"}
+    with pytest.raises(RunFolderError, match="captioner"):
+        RunDir.open(tmp_path / "run", c, command="run")
 
 
 def test_a_foreign_folder_is_never_overwritten(tmp_path):

@@ -106,7 +106,7 @@ class RunDir:
                 )
             saved = run.load_config()
             diffs = [
-                k for sec in LOCKED_SECTIONS
+                k for sec in run.locked_sections(saved)
                 for k in _diff({sec: saved.to_dict().get(sec)}, {sec: config.to_dict().get(sec)})
             ]
             if diffs:
@@ -132,6 +132,23 @@ class RunDir:
             stages={},
         )
         return run
+
+    def locked_sections(self, saved: Config) -> list[str]:
+        """Settings that results already on disk depend on: they may not change when the run resumes.
+        Nothing computed yet, nothing locked — e.g. ``spti caption`` then ``spti run --domain ...``."""
+        locked: list[str] = []
+        has_files = lambda p: p.is_dir() and any(p.iterdir())  # noqa: E731
+        if has_files(self.private):
+            locked += ["data"]
+        if (self.private / "captions").is_dir():
+            locked += ["captioner"]
+        if any(self.private.glob("text_features-*")) or any(self.private.glob("image_features-*")):
+            locked += ["text_embedder", "image_embedder"]
+        if has_files(self.checkpoints):
+            locked += list(LOCKED_SECTIONS)
+            if saved.pe.voting == "image":
+                locked += ["renderer", "render"]  # the loop's renders are part of the DP selection
+        return list(dict.fromkeys(locked))
 
     def _write_config(self, config: Config) -> None:
         atomic_write_text(self.config_path, config.to_yaml())
