@@ -144,3 +144,20 @@ def test_clean_histogram_is_never_written(tmp_path):
     assert Counter(p.name for p in (tmp_path / "iter_001").iterdir()) == Counter(
         ["candidates.jsonl", "noisy_histogram.npz", "population.jsonl"]
     )
+
+
+def test_lookahead_votes_against_the_mean_of_variations():
+    """Aug-PE lookahead: a candidate is represented by the mean embedding of L of its variations."""
+    emb = BowEmbedder()
+    gen = TextGenerator(ScriptedLLM(), GenerationConfig(variation_mode="rephrase"), seed=0)
+    la = TextCandidateEmbedder(emb, generator=gen, lookahead=3)
+    texts = ["A red car in a garage.", "A blue dog in a park."]
+    got = la(texts, iteration=1)
+    variations = TextGenerator(ScriptedLLM(), GenerationConfig(variation_mode="rephrase"), seed=0).variations(
+        texts, 3, iteration=1, stage="lookahead"
+    )
+    want = np.stack([emb.embed(v).mean(axis=0) for v in variations])
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert not np.allclose(got, emb.embed(texts))
+    with pytest.raises(ValueError):
+        TextCandidateEmbedder(emb, lookahead=2)  # needs the generator

@@ -81,3 +81,47 @@ class BowEmbedder(TextEmbedder):
                     out[i, VOCAB.index(w)] = 1.0
         n = np.linalg.norm(out, axis=1, keepdims=True)
         return np.divide(out, n, out=np.zeros_like(out), where=n > 0)
+
+
+from PIL import Image  # noqa: E402
+
+from spti.models.captioner import Captioner  # noqa: E402
+from spti.models.renderer import Renderer  # noqa: E402
+
+COLOUR_RGB = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30), "yellow": (230, 220, 40)}
+
+
+class ColourCaptioner(Captioner):
+    """Names the dominant colour of an image. Counts its calls (class-wide) so tests can check resumption."""
+
+    calls = 0
+
+    def info(self):
+        return {"backend": "colour"}
+
+    def caption(self, images):
+        ColourCaptioner.calls += len(images)
+        out = []
+        for im in images:
+            r, g, b = np.asarray(im.convert("RGB"), dtype=float).reshape(-1, 3).mean(0)
+            name = min(COLOUR_RGB, key=lambda k: sum((np.array(COLOUR_RGB[k]) - (r, g, b)) ** 2))
+            out.append(f"A {name} square on a plain background.")
+        return out
+
+
+class SolidRenderer(Renderer):
+    """Renders a caption as a square of the first colour word it names (grey if none); the seed shifts the
+    shade slightly, so (caption, seed) pairs are distinguishable. Counts its calls."""
+
+    calls = 0
+
+    def info(self):
+        return {"backend": "solid"}
+
+    def render(self, prompts, seeds):
+        SolidRenderer.calls += len(prompts)
+        out = []
+        for p, s in zip(prompts, seeds):
+            c = next((COLOUR_RGB[w] for w in re.findall(r"[a-z]+", p.lower()) if w in COLOUR_RGB), (128, 128, 128))
+            out.append(Image.new("RGB", (32, 32), tuple(min(255, v + int(s) % 7) for v in c)))
+        return out
