@@ -47,13 +47,13 @@ def main() -> None:
         priv = normalize_rows(rng.standard_normal((n, d), dtype=np.float32))
         cand = normalize_rows(rng.standard_normal((m, d), dtype=np.float32))
         flops = 2.0 * n * m * d
-        base_t, base_mem = measure(lambda: priv @ cand.T, a.repeat)
+        base_t, base_mem = measure(lambda p=priv, c=cand: p @ c.T, a.repeat)
         rows = [("numpy matmul A @ B.T (baseline)", base_t, base_mem)]
         for chunk in (1024, 4096):
-            t, mem = measure(lambda c=chunk: vote_histogram(priv, cand, chunk_size=c, backend="numpy", show_progress=False), a.repeat)
+            t, mem = measure(lambda k=chunk, p=priv, c=cand: vote_histogram(p, c, chunk_size=k, backend="numpy", show_progress=False), a.repeat)
             rows.append((f"spti vote numpy chunk={chunk}", t, mem))
         if importlib.util.find_spec("faiss") is not None:
-            t, mem = measure(lambda: vote_histogram(priv, cand, chunk_size=4096, backend="faiss", show_progress=False), a.repeat)
+            t, mem = measure(lambda p=priv, c=cand: vote_histogram(p, c, chunk_size=4096, backend="faiss", show_progress=False), a.repeat)
             rows.append(("spti vote faiss chunk=4096", t, mem))
         for name, t, mem in rows:
             print(f"{f'{n} x {m} x {d}':>22} {name:>28} {t:8.2f} {flops / t / 1e9:8.1f} {base_t / t:9.2f} {mem:9.0f}")

@@ -9,7 +9,6 @@ SmolLM2-135M-Instruct (GGUF, llama.cpp); embedder: all-MiniLM-L6-v2; renderer: r
 from __future__ import annotations
 
 import gzip
-from collections import Counter
 from pathlib import Path
 
 import numpy as np

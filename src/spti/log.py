@@ -46,12 +46,14 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:
-    """Configure the ``spti`` logger for the CLI: a concise stderr handler. Library users keep control:
+    """Configure the ``spti`` logger for the CLI: a concise stderr handler, unless the application already
+    configured the root logger (then spti's records simply propagate to it). Library users keep control:
     this is only called by the CLI. (Each run also writes its own ``spti.log``: see spti.pipeline.)"""
     logger.setLevel(level)
+    if logging.getLogger().handlers:
+        return
     if not any(getattr(h, "_spti_console", False) for h in logger.handlers):
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s spti: %(message)s", "%H:%M:%S"))
         h._spti_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
-    logger.propagate = False

@@ -14,8 +14,8 @@ from PIL import Image
 
 from spti.config import Config
 from spti.data.io import load_npz
-from spti.pipeline import _StoppedStage, run
 from spti.pe.engine import _Stopped
+from spti.pipeline import _StoppedStage, run
 
 pytestmark = pytest.mark.slow
 

@@ -36,6 +36,7 @@ from PIL import Image, ImageOps
 
 from spti.errors import BackendError, ConfigError, InputError
 from spti.log import progress
+from spti.models._torch import resolve_device  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -50,25 +51,6 @@ _CACHE_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def resolve_device(device: str | None) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; anything else is checked by torch.
-
-    Shared by the image backends so that every one accepts the same strings."""
-    import torch
-
-    if device is None or device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not isinstance(device, str):
-        raise ConfigError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {device!r}")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise ConfigError(f"invalid device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but no CUDA GPU is visible; use device: cpu or auto")
-    return str(dev)
-
-
 def file_sha256(path: str | os.PathLike) -> str:
     """sha256 of a weights file, cached by (path, size, mtime): manifests record it, and re-hashing a
     100 MB file for every backend instance would cost seconds."""

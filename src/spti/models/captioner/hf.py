@@ -53,6 +53,7 @@ from PIL import Image
 from spti.errors import BackendError, ConfigError, InputError, SptiError
 from spti.log import logger, progress
 from spti.models._offline import hub_offline_default
+from spti.models._torch import resolve_device, resolve_dtype
 from spti.models.captioner import REGISTRY, Captioner
 
 MODES = ("auto", "image-to-text", "florence", "chat")
@@ -85,34 +86,6 @@ def _looks_like_path(model: str) -> bool:
         or model.count("/") > 1
         or os.path.exists(model)
     )
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"captioner: device {device!r} requested but CUDA is not available; use 'cpu' or 'auto'"
-        )
-    return device
-
-
-def resolve_dtype(dtype: str, device: str) -> Any:
-    """``auto``: float32 on CPU (half precision is slow or unsupported there), bfloat16 on GPUs that have
-    it (same range as float32, so no overflow to inf/NaN in long generations), float16 otherwise."""
-    import torch
-
-    if dtype == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, dtype)
 
 
 def _finish_caption(text: str, truncated: bool, trim_incomplete: bool) -> str:

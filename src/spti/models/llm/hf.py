@@ -20,9 +20,9 @@ from typing import Any
 from spti.errors import BackendError, ConfigError, InputError
 from spti.log import logger, progress
 from spti.models._offline import hub_offline_default
+from spti.models._torch import resolve_device, resolve_dtype  # noqa: F401 - re-exported
 from spti.models.llm import LLM, REGISTRY, Conversation
 
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
 _ROLES = ("system", "user", "assistant")
 
 
@@ -65,47 +65,6 @@ def check_sampling(max_new_tokens: int, temperature: float, top_p: float) -> Non
         raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
     if not 0 < top_p <= 1:
         raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
-
-
-def resolve_device(device: str | None) -> str:
-    """``"auto"`` -> ``"cuda"`` when a GPU is visible, else ``"cpu"``; explicit CUDA devices are checked
-    so that a typo or a missing GPU fails at load time with a clear message instead of deep in torch."""
-    import torch
-
-    dev = "auto" if device is None else str(device).strip().lower()
-    if dev == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if dev == "cpu":
-        return "cpu"
-    if dev == "cuda" or dev.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} requested but CUDA is not available; use device: cpu")
-        if ":" in dev:
-            try:
-                index = int(dev.split(":", 1)[1])
-            except ValueError:
-                raise ConfigError(f"bad device {device!r}; use auto, cpu, cuda or cuda:N") from None
-            if not 0 <= index < torch.cuda.device_count():
-                raise BackendError(f"device {device!r} requested but only {torch.cuda.device_count()} GPU(s)")
-        return dev
-    if dev == "mps":
-        return dev
-    raise ConfigError(f"bad device {device!r}; use auto, cpu, cuda or cuda:N")
-
-
-def resolve_dtype(dtype: str | None, device: str) -> Any:
-    """Map the config string to a torch dtype. ``"auto"`` is float32 on CPU (half precision is slow or
-    unsupported there) and bfloat16 (float16 on GPUs without bf16) on CUDA."""
-    import torch
-
-    name = "auto" if dtype is None else str(dtype).strip().lower()
-    if name not in _DTYPES:
-        raise ConfigError(f"bad dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-    if name == "auto":
-        if device.startswith("cuda"):
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return getattr(torch, name)
 
 
 @contextlib.contextmanager
