@@ -79,3 +79,12 @@ def test_public_manifest_drops_private_paths():
     m = {"config": {"data": {"private": "/secret"}, "out": "/x", "pe": {}}, "seed": 1}
     pm = public_manifest(m)
     assert "/secret" not in json.dumps(pm) and pm["seed"] == 1
+
+
+def test_resume_removes_temporary_files_of_interrupted_atomic_writes(tmp_path):
+    r = RunDir.open(tmp_path / "run", cfg(), command="a")
+    (r.checkpoints / "iter_000").mkdir()
+    stale = r.checkpoints / "iter_000" / ".population.jsonl.abc123.tmp"
+    stale.write_text("half a file")
+    RunDir.open(tmp_path / "run", cfg(), command="b")
+    assert not stale.exists()

@@ -34,9 +34,10 @@ class ScriptedLLM(LLM):
     after the prompt's blank line, blanks allowed) with one attribute changed at random. ``garbage`` makes
     a fraction of replies unusable, to exercise cleaning and retries."""
 
-    def __init__(self, garbage: float = 0.0, always_garbage: bool = False):
+    def __init__(self, garbage: float = 0.0, always_garbage: bool = False, delay: float = 0.0):
         self.garbage = garbage
         self.always_garbage = always_garbage
+        self.delay = delay  # seconds per reply: lets a test kill a run in the middle
         self.calls = 0
 
     def info(self):
@@ -47,6 +48,10 @@ class ScriptedLLM(LLM):
         out = []
         for conv in conversations:
             self.calls += 1
+            if self.delay:
+                import time
+
+                time.sleep(self.delay)
             prompt = conv[-1]["content"]
             if self.always_garbage or rng.random() < self.garbage:
                 out.append(rng.choice(["", "I'm sorry, I cannot help with that.", "_ _ _", "the the the the the the the the"]))

@@ -116,6 +116,9 @@ class RunDir:
                 )
             run._write_config(config)
             run.update_manifest(resumed=True, last_command=command)
+            stale = [t for t in p.rglob(".*.tmp") if t.is_file()]  # atomic writes cut short by a kill
+            for t in stale:
+                t.unlink()
             return run
         p.mkdir(parents=True, exist_ok=True)
         for sub in (run.private, run.cache, run.checkpoints):

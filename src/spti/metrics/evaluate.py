@@ -681,6 +681,12 @@ def _compute(
                     ),
                     **base,
                 }
+            if len(real_kept) != len(syn_kept):
+                # FID is biased by sample size: papers compare sets of equal size (or a fixed count).
+                e["warning"] = (
+                    f"{len(real_kept)} real vs {len(syn_kept)} synthetic images: FID depends on the number of "
+                    "images; compare FIDs only at equal counts (use max_images / --max-images)"
+                )
             return e
 
     elif metric == "prdc":
