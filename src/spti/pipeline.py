@@ -50,8 +50,10 @@ def make_noise(cfg: Config):
     return NoiseSource(insecure_seed=seed) if seed is not None else NoiseSource()
 
 
-def write_ledger(run: RunDir, cfg: Config, budget, *, released: int, captioner=None, voting: str = "text") -> dict:
-    """privacy.json: what the run has spent so far (``released`` histograms) and what it will spend."""
+def write_ledger(run: RunDir, cfg: Config, budget, *, released: int, captioner: dict | None = None,
+                 voting: str = "text") -> dict:
+    """privacy.json: what the run has spent so far (``released`` histograms) and what it will spend.
+    ``captioner``: ``{"remote": bool, "where": url}`` when private images were captioned (text voting)."""
     from spti.privacy import Ledger
 
     ledger = Ledger(budget=budget)
@@ -74,9 +76,9 @@ def write_ledger(run: RunDir, cfg: Config, budget, *, released: int, captioner=N
             "each private image is captioned independently; the captions are private and are used only "
             "through the noisy histograms (pre-processing, no budget)",
         )
-        if getattr(captioner, "sends_data_off_machine", False):
+        if captioner.get("remote"):
             ledger.add_trust_assumption(
-                f"private images were sent to a remote captioning service ({captioner.info().get('base_url', '?')}); "
+                f"private images were sent to a remote captioning service ({captioner.get('where')}); "
                 "the DP guarantee covers the release, not what that provider sees or keeps"
             )
     ledger.add_processing(
@@ -134,7 +136,7 @@ def evolve(
     *,
     llm,
     embed_candidates_factory: Callable[[TextGenerator], Any],
-    captioner=None,
+    captioner: dict | None = None,
     stop_after: int | None = None,
     on_iteration=None,
 ) -> EvolveOutcome:
@@ -346,6 +348,15 @@ def _captioner_cfg(cfg: Config) -> dict[str, Any]:
     return c
 
 
+def _captioning_record(ccfg: dict[str, Any]) -> dict[str, Any]:
+    """What the ledger says about captioning, from the config alone (a resumed run need not load the model)."""
+    from spti.models.captioner import REGISTRY
+
+    cls = REGISTRY.get(ccfg["backend"])
+    return {"remote": bool(getattr(cls, "sends_data_off_machine", False)),
+            "where": ccfg.get("base_url", "the provider's default endpoint")}
+
+
 def embed_private_images(run: RunDir, cfg: Config, result, embedder) -> np.ndarray:
     """Private image features (for image voting), in shards then one memory-mapped .npy in private/."""
     from spti.data.images import iter_batches
@@ -516,13 +527,15 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
     owners, num_units = _units(cfg, result)
     if stop_before == "caption":
         raise _StoppedStage("caption")
-    captioner = None
+    captioner = captioning = None
     if cfg.pe.voting == "text":
         from spti.models.captioner import build_captioner
         from spti.models.text_embedder import build_text_embedder
 
+        ccfg = _captioner_cfg(cfg)
+        captioning = _captioning_record(ccfg)
         if not (run_dir.private / "captions").is_dir() or not run_dir.stage_done("caption"):
-            captioner = build_captioner(_captioner_cfg(cfg))
+            captioner = build_captioner(ccfg)
         captions = caption_stage(run_dir, cfg, result, captioner=captioner)
         if stop_before == "evolve":
             raise _StoppedStage("evolve")
@@ -571,7 +584,7 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
             loop_renderer = eval_renderer if cfg.release_renderer is None else None
         on_iteration = PerIterationEvaluator(run_dir, cfg, rcache, result)
     try:
-        outcome = evolve(run_dir, cfg, private, llm=llm, embed_candidates_factory=factory, captioner=captioner,
+        outcome = evolve(run_dir, cfg, private, llm=llm, embed_candidates_factory=factory, captioner=captioning,
                          stop_after=stop_after, on_iteration=on_iteration)
     finally:
         if cfg.pe.voting == "image" or on_iteration is not None:

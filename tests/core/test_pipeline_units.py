@@ -7,7 +7,7 @@ import pytest
 from spti.config import Config
 from spti.data.run import RunDir
 from spti.errors import ConfigError
-from spti.pipeline import _captioner_cfg, make_budget, release_pairs, write_ledger
+from spti.pipeline import _captioner_cfg, _captioning_record, make_budget, release_pairs, write_ledger
 
 
 def test_remote_captioner_needs_explicit_opt_in_and_is_recorded(tmp_path):
@@ -17,16 +17,13 @@ def test_remote_captioner_needs_explicit_opt_in_and_is_recorded(tmp_path):
     cfg.allow_remote_captioner = True
     assert _captioner_cfg(cfg)["allow_remote"] is True
 
-    class Remote:
-        sends_data_off_machine = True
-
-        def info(self):
-            return {"base_url": "https://api.example.test/v1"}
-
     run = RunDir.open(tmp_path / "r", cfg, command="t")
     b = make_budget(cfg, 1000)
-    d = write_ledger(run, cfg, b, released=0, captioner=Remote())
+    rec = _captioning_record({"backend": "openai", "base_url": "https://api.example.test/v1"})
+    assert rec["remote"] is True
+    d = write_ledger(run, cfg, b, released=0, captioner=rec)
     assert any("remote captioning service" in t and "api.example.test" in t for t in d["trust_assumptions"])
+    assert _captioning_record({"backend": "efficientnet-lite0"})["remote"] is False
     assert json.loads(run.privacy_path.read_text())["histograms_planned"] == 10
 
 

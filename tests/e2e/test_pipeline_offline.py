@@ -85,6 +85,8 @@ def test_run_offline_text_voting_with_crashes_and_resume(tmp_path):
     ledger = json.loads((out / "privacy.json").read_text())
     assert ledger["mechanisms"][0]["count"] == 2 and ledger["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-6)
     assert json.loads((rel / "privacy.json").read_text())["spent"] == ledger["spent"]
+    assert any(p["name"] == "captioning" for p in ledger["processing"])  # kept across the resumes
+    assert ledger["trust_assumptions"] == []  # a local captioner: nothing left the machine
 
     # nothing private in the release or the logs: no private file name, caption or image
     captions = [json.loads(x)["text"] for f in sorted((out / "private" / "captions").glob("*.jsonl")) for x in f.read_text().splitlines()]

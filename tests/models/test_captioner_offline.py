@@ -158,3 +158,42 @@ def test_bundled_captioner_on_fashion_mnist():
     # inversion matters for these light-on-dark images
     plain = build_captioner({"backend": "efficientnet-lite0", "invert": False, "device": "cpu"})
     assert plain.caption(images) != captions
+
+
+# ------------------------------------------------------------------------------- labels -> sentence by a LLM
+from spti.models.llm import LLM  # noqa: E402
+
+
+class LabelEchoLLM(LLM):
+    """Writes 'A picture showing <labels>.' from the prompt; every third reply is unusable."""
+
+    prompts: list = []
+
+    def info(self):
+        return {"backend": "label-echo"}
+
+    def generate(self, conversations, **kw):
+        out = []
+        for i, c in enumerate(conversations):
+            LabelEchoLLM.prompts.append(c[-1]["content"])
+            labels = c[-1]["content"].split("shows: ")[1].split(". Reply")[0]
+            out.append("I'm sorry, I cannot." if i % 3 == 2 else f"Sure! A picture showing {labels}.")
+        return out
+
+
+@pytest.mark.slow
+def test_labels_rewritten_by_a_local_llm_with_template_fallback():
+    from spti.errors import ConfigError
+    from spti.models.captioner import build_captioner
+
+    cap = build_captioner({"backend": "efficientnet-lite0", "llm": {"backend": f"{__name__}:LabelEchoLLM"}, "device": "cpu"})
+    plain = build_captioner({"backend": "efficientnet-lite0", "device": "cpu"})
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)) for _ in range(3)]
+    got, base = cap.caption(images), plain.caption(images)
+    assert got[0].startswith("A picture showing ") and got[1].startswith("A picture showing ")
+    assert base[0].removeprefix("a photo of a").removeprefix("n").strip() in got[0]
+    assert got[2] == base[2] and cap.rewrite_fallbacks == 1  # the refusal fell back to the template
+    assert cap.info()["llm"] == {"backend": "label-echo"} and cap.cache_key != plain.cache_key
+    with pytest.raises(ConfigError, match="local LLM"):
+        build_captioner({"backend": "efficientnet-lite0", "llm": {"backend": "openai", "model": "x"}})

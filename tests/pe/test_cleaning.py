@@ -10,6 +10,8 @@ from spti.pe.cleaning import clean_caption
         ('"a red car parked in a garage"', "A red car parked in a garage."),
         ("Sure! Here is a caption:\nA red car parked in a garage.", "A red car parked in a garage."),
         ("Caption: A red car parked in a garage.", "A red car parked in a garage."),
+        ("Sure! A red car parked in a garage.", "A red car parked in a garage."),
+        ("Certainly. Here is one: a red car parked in a garage.", "A red car parked in a garage."),
         ("Here's the rephrased caption: a red car parked in a garage", "A red car parked in a garage."),
         ("**A red car parked in a garage.**<|im_end|>", "A red car parked in a garage."),
         ("A red car parked in a garage.\nNote: I changed the colour.", "A red car parked in a garage."),

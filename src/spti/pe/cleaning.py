@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 _PREFIX = re.compile(
-    r"^\s*(?:(?:sure|certainly|of course|okay|ok|here(?:'s| is| are)?|absolutely)\b[^:\n]*[:.!]\s*)+",
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok|here(?:'s| is| are)?|absolutely)\b[^:\n.!]*[:.!]\s*)+",
     re.IGNORECASE,
 )
 _LABEL = re.compile(

@@ -18,6 +18,9 @@ Config keys::
     weights: null                  # a local state-dict file; null = the bundled one
     device: auto
     batch_size: 32
+    llm: null                      # optional: a LOCAL LLM config (e.g. {backend: llamacpp}) that turns the
+                                   # labels into a sentence; an output it cannot clean falls back to the template
+    llm_prompt: "..."              # {labels} = the joined labels
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ from spti.models._offline import EFFNET_DIST, bundled_version
 from spti.models.captioner import REGISTRY, Captioner
 
 DEFAULT_TEMPLATE = "a photo of a {labels}"
+DEFAULT_LLM_PROMPT = (
+    "Write one short, plain caption (at most 15 words) of a photo that shows: {labels}. "
+    "Reply with the caption only."
+)
+#: LLM backends that would send the (private) labels to a third party: refused for caption rewriting.
+_REMOTE_LLMS = ("openai",)
 _A_BEFORE_LABELS = re.compile(r"\b([Aa]) \{labels\}")
 
 
@@ -81,6 +90,8 @@ class EfficientNetLite0Captioner(Captioner):
         weights: str | os.PathLike | None = None,
         device: str = "auto",
         batch_size: int = 32,
+        llm: dict[str, Any] | str | None = None,
+        llm_prompt: str = DEFAULT_LLM_PROMPT,
     ):
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= effnet.NUM_CLASSES:
             raise ConfigError(
@@ -95,6 +106,21 @@ class EfficientNetLite0Captioner(Captioner):
         if not isinstance(invert, bool):
             raise ConfigError(f"efficientnet-lite0 captioner: invert must be true or false, got {invert!r}")
         self.top_k, self.min_prob, self.template, self.invert = top_k, float(min_prob), template, invert
+        self._llm = None
+        if llm is not None:
+            from spti.models.llm import build_llm
+
+            llm_cfg = {"backend": llm} if isinstance(llm, str) else dict(llm)
+            if llm_cfg.get("backend") in _REMOTE_LLMS:
+                raise ConfigError(
+                    "efficientnet-lite0 captioner: the caption-rewriting LLM sees each private image's labels; "
+                    f"use a local LLM backend, not {llm_cfg.get('backend')!r}"
+                )
+            if not isinstance(llm_prompt, str) or "{labels}" not in llm_prompt:
+                raise ConfigError("efficientnet-lite0 captioner: llm_prompt must contain {labels}")
+            self._llm = build_llm(llm_cfg)
+        self.llm_prompt = llm_prompt
+        self.rewrite_fallbacks = 0  # outputs the LLM could not turn into a clean caption (count only)
         self.batch_size = effnet.check_batch_size(batch_size)
         self._net: effnet.EfficientNetLite0 | None = effnet.load_efficientnet_lite0(weights, device)
         self._info: dict[str, Any] = {
@@ -108,6 +134,8 @@ class EfficientNetLite0Captioner(Captioner):
             "min_prob": self.min_prob,
             "template": template,
             "invert": invert,
+            "llm": self._llm.info() if self._llm is not None else None,
+            "llm_prompt": llm_prompt if self._llm is not None else None,
         }
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
@@ -117,7 +145,21 @@ class EfficientNetLite0Captioner(Captioner):
         if not images:
             return []
         tops = self._net.top_labels(images, self.top_k, invert=self.invert, batch_size=self.batch_size)
-        return [format_caption(self.template, select_labels(scored, self.min_prob)) for scored in tops]
+        labels = [list(dict.fromkeys(select_labels(scored, self.min_prob))) for scored in tops]
+        captions = [format_caption(self.template, ls) for ls in labels]
+        if self._llm is None:
+            return captions
+        from spti.pe.cleaning import clean_caption
+
+        convs = [[{"role": "user", "content": self.llm_prompt.replace("{labels}", join_labels(ls))}] for ls in labels]
+        raw = self._llm.generate(convs, max_new_tokens=40, temperature=0.0, top_p=1.0, seed=0)
+        out = []
+        for r, fallback in zip(raw, captions):
+            text, _ = clean_caption(r)
+            if text is None:
+                self.rewrite_fallbacks += 1
+            out.append(text if text is not None else fallback)
+        return out
 
     def info(self) -> dict[str, Any]:
         return dict(self._info)
@@ -130,3 +172,6 @@ class EfficientNetLite0Captioner(Captioner):
 
     def close(self) -> None:
         self._net = None  # the shared model stays cached for the image embedder (see _efficientnet)
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
