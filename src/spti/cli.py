@@ -83,6 +83,10 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["allow_remote_captioner"] = True
     if g("users_from_subfolders"):
         o["data.users_from_subfolders"] = True
+    if isinstance(g("metrics"), str) and getattr(a, "command", None) == "run":
+        o["evaluate.metrics"] = [m.strip() for m in g("metrics").split(",") if m.strip()]
+    if g("eval_per_iteration"):
+        o["evaluate.per_iteration"] = True
     return o
 
 
@@ -255,6 +259,7 @@ def _print_plan(cfg, command: str) -> int:
                   {"captioner": cfg.captioner, "llm": cfg.llm, "text_embedder": cfg.text_embedder,
                    "image_embedder": cfg.image_embedder, "renderer": cfg.renderer, "release_renderer": cfg.release_renderer},
         "calls": {"llm": llm_calls},
+        "evaluate": cfg.evaluate.to_dict() if hasattr(cfg.evaluate, "to_dict") else vars(cfg.evaluate),
     }
     if command != "evolve":
         R = max(1, L)
@@ -311,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--users-from-subfolders", action="store_true")
     s.add_argument("--public-pool", help="public images for the retrieval renderer")
     s.add_argument("--allow-remote-captioner", action="store_true", help="allow sending private images to a remote captioner")
+    s.add_argument("--metrics", help="evaluate the release, e.g. fid,prdc,memorization (NOT differentially private)")
+    s.add_argument("--eval-per-iteration", action="store_true", help="also evaluate every PE iteration (a curve)")
     _add_common(s), _add_budget(s), _add_pe(s)
     s.set_defaults(fn=cmd_run)
 

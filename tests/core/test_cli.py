@@ -94,3 +94,20 @@ def test_evolve_end_to_end_with_plugin_backends(tmp_path, capsys):
     assert plan["private"]["records (N)"] == 32
     assert plan["calls"]["llm"] == 10 + 2 * 10 * 2
     assert plan["privacy"]["epsilon"] == pytest.approx(1.0)
+
+
+def test_run_dry_run_counts_images_and_takes_evaluation_flags(tmp_path, capsys):
+    from PIL import Image
+
+    d = tmp_path / "imgs"
+    (d / "sub").mkdir(parents=True)
+    for i in range(5):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(d / "sub" / f"{i}.png")
+    (d / ".hidden.png").write_bytes(b"x")
+    assert main(["run", "--data", str(d), "--domain", "x", "--out", str(tmp_path / "o"), "--voting", "image",
+                 "--metrics", "fid,prdc", "--eval-per-iteration", "--iterations", "3", "--dry-run"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["private"]["records (N)"] == 5
+    assert plan["evaluate"]["metrics"] == ["fid", "prdc"] and plan["evaluate"]["per_iteration"] is True
+    assert plan["calls"]["renderer (release)"] == 0 and plan["privacy"]["iterations"] == 3
+    assert not (tmp_path / "o").exists()
