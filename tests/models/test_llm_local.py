@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support.tiny_diffusers import _bytes_to_unicode as byte_alphabet
 
 from spti.errors import BackendError, ConfigError, InputError
 from spti.models.llm import build_llm
@@ -64,30 +65,13 @@ def _save_tiny_chat_lm(folder: Path, *, chat_template: str | None = CHAT_TEMPLAT
     return folder
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's byte -> printable character table (the byte-level BPE alphabet)."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return [chr(c) for c in cs]
-
-
 def write_tiny_gguf(path: Path, *, hidden: int = 16, layers: int = 2, heads: int = 2, ffn: int = 32) -> Path:
     """A random llama-architecture GGUF (fp32) with a byte-level BPE tokenizer and a ChatML template."""
     import gguf
 
     rng = np.random.default_rng(0)
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    tokens = specials + _bytes_to_unicode() + ["Ġt", "he"]
+    tokens = specials + list(byte_alphabet().values()) + ["Ġt", "he"]
     types = [gguf.TokenType.CONTROL] * len(specials) + [gguf.TokenType.NORMAL] * (len(tokens) - len(specials))
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_block_count(layers)
