@@ -55,12 +55,15 @@ def nearest_candidates(
     *,
     chunk_size: int = 4096,
     backend: str = "numpy",
+    normalize_queries: bool = False,
     show_progress: bool = True,
 ) -> np.ndarray:
     """Index of the L2-nearest key for every query row (ties -> lowest index).
 
     ``argmin ||q - k||² = argmax (q·k - ||k||²/2)``: one matmul per chunk whether or not the keys are unit
-    vectors (lookahead means are not). ``backend="faiss"`` uses an exact flat L2 index.
+    vectors (lookahead means are not). ``backend="faiss"`` uses an exact flat L2 index. The keys (and the
+    faiss index) are prepared once; queries are read, and normalised if asked, one chunk at a time, so a
+    memory-mapped query array is never copied whole.
     """
     n = queries.shape[0]
     keys = np.ascontiguousarray(keys, dtype=np.float32)
@@ -76,7 +79,8 @@ def nearest_candidates(
         index = faiss.IndexFlatL2(keys.shape[1])
         index.add(keys)
         for s in progress(starts, desc="voting", total=len(starts)) if show_progress else starts:
-            q = np.ascontiguousarray(queries[s : s + chunk_size], dtype=np.float32)
+            q = np.asarray(queries[s : s + chunk_size], dtype=np.float32)
+            q = np.ascontiguousarray(normalize_rows(q) if normalize_queries else q)
             _, idx = index.search(q, 1)
             out[s : s + len(q)] = idx[:, 0]
         return out
@@ -85,6 +89,8 @@ def nearest_candidates(
     half_sq = 0.5 * np.einsum("ij,ij->i", keys, keys)
     for s in progress(starts, desc="voting", total=len(starts)) if show_progress else starts:
         q = np.asarray(queries[s : s + chunk_size], dtype=np.float32)
+        if normalize_queries:
+            q = normalize_rows(q)
         scores = q @ keys.T
         scores -= half_sq
         out[s : s + len(q)] = np.argmax(scores, axis=1)
@@ -120,11 +126,8 @@ def vote_histogram(
         backend = "numpy"  # measured: numpy BLAS >= faiss flat here (shared/FACTS.md)
     elif backend == "faiss" and not _faiss_available():
         raise InputError("pe.nn_backend 'faiss' needs faiss: pip install 'spti[faiss]'")
-    counts = np.zeros(m, dtype=np.float64)
-    for s in range(0, n, chunk_size):
-        q = np.asarray(private_features[s : s + chunk_size], dtype=np.float32)
-        if normalize:
-            q = normalize_rows(q)
-        idx = nearest_candidates(q, candidate_features, chunk_size=chunk_size, backend=backend, show_progress=False)
-        counts += np.bincount(idx, weights=weights[s : s + len(q)], minlength=m)
-    return counts
+    idx = nearest_candidates(
+        private_features, candidate_features, chunk_size=chunk_size, backend=backend,
+        normalize_queries=normalize, show_progress=show_progress,
+    )
+    return np.bincount(idx, weights=weights, minlength=m).astype(np.float64)
