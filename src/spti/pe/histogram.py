@@ -94,6 +94,7 @@ def nearest_candidates(
         scores = q @ keys.T
         scores -= half_sq
         out[s : s + len(q)] = np.argmax(scores, axis=1)
+        del scores  # free this chunk's (chunk x candidates) block before the next one is allocated
     return out
 
 
