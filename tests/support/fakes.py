@@ -130,3 +130,24 @@ class SolidRenderer(Renderer):
             c = next((COLOUR_RGB[w] for w in re.findall(r"[a-z]+", p.lower()) if w in COLOUR_RGB), (128, 128, 128))
             out.append(Image.new("RGB", (32, 32), tuple(min(255, v + int(s) % 7) for v in c)))
         return out
+
+
+from spti.models.image_embedder import ImageEmbedder  # noqa: E402
+
+
+class MeanColourEmbedder(ImageEmbedder):
+    """Mean RGB and its spread over a 2x2 grid: a tiny, exact image feature for image-voting tests."""
+
+    def info(self):
+        return {"backend": "mean-colour"}
+
+    @property
+    def dim(self) -> int:
+        return 12
+
+    def embed(self, images):
+        out = np.zeros((len(images), 12), dtype=np.float32)
+        for i, im in enumerate(images):
+            a = np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0
+            out[i] = np.concatenate([a[y : y + 4, x : x + 4].reshape(-1, 3).mean(0) for y in (0, 4) for x in (0, 4)])
+        return out
