@@ -14,7 +14,7 @@ budget. Heavy libraries (torch, diffusers, transformers) are imported lazily, so
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from spti._version import __version__
 
 __all__ = ["__version__", "run"]
 
@@ -22,7 +22,8 @@ __all__ = ["__version__", "run"]
 def run(config, **kwargs):  # noqa: ANN001 - thin lazy wrapper
     """Run the whole pipeline for a config (a :class:`spti.config.Config`, a dict or a YAML path).
 
-    Does what ``spti run`` does; see :func:`spti.pipeline.run`.
+    Does what ``spti run`` does; see :func:`spti.pipeline.run`. The pipeline is imported on the first
+    call, not with the package: ``import spti`` stays cheap and lower floors never pull in the stages.
     """
     from spti.pipeline import run as _run
 

@@ -73,8 +73,6 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         "data.user_column": g("user_column"),
         "data.public_pool": g("public_pool"),
     }
-    if g("sigma") is not None:
-        o["privacy.epsilon"] = None
     if g("not_private"):
         o["privacy.not_private"] = True
     if g("no_progress"):
@@ -103,6 +101,8 @@ def _config(a: argparse.Namespace, extra: dict[str, Any] | None = None):
     o = _overrides(a)
     o.update(extra or {})
     cfg = base.merged(o)
+    # What dotted overrides cannot say (Config.merged skips None values) is set on the dict: --sigma clears the
+    # default epsilon, --llm replaces the whole llm section (no options of another backend carried over).
     d = cfg.to_dict()
     if getattr(a, "sigma", None) is not None:
         d["privacy"]["epsilon"] = None
@@ -141,9 +141,9 @@ def cmd_evolve(a: argparse.Namespace) -> int:
     cfg = _config(a, extra)
     if a.dry_run:
         return _print_plan(cfg, "evolve")
-    run = evolve_texts(cfg, command=" ".join(["spti", *sys.argv[1:]]))
-    print(f"DP captions: {run.release / 'dp_captions.jsonl'}")
-    print(f"privacy:     {run.privacy_path}")
+    run_dir = evolve_texts(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    print(f"DP captions: {run_dir.release / 'dp_captions.jsonl'}")
+    print(f"privacy:     {run_dir.privacy_path}")
     return 0
 
 
@@ -153,54 +153,47 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg = _config(a, {"data.private": a.data})
     if a.dry_run:
         return _print_plan(cfg, "run")
-    r = run(cfg, command=" ".join(["spti", *sys.argv[1:]]))
-    print(f"release: {r.release}")
-    if (r.path / "report.html").is_file():
-        print(f"report:  {r.path / 'report.html'}")
+    run_dir = run(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    print(f"release: {run_dir.release}")
+    if (run_dir.path / "report.html").is_file():
+        print(f"report:  {run_dir.path / 'report.html'}")
     return 0
 
 
 def cmd_caption(a: argparse.Namespace) -> int:
-    from spti.data.run import RunDir
-    from spti.pipeline import _attach_logfile, caption_stage, ingest_stage
+    from spti.stages import open_run
+    from spti.stages.private import caption_stage, ingest_stage
 
     cfg = _config(a, {"data.private": a.data})
-    cfg.validate()
-    if not cfg.out:
-        raise SptiError("--out is required")
-    run = RunDir.open(cfg.out, cfg, command="caption")
-    _attach_logfile(run)
-    result = ingest_stage(run, cfg)
-    caps = caption_stage(run, cfg, result)
-    print(f"captioned {len(caps)} private images; captions are private: {run.private / 'captions'}")
+    run_dir = open_run(cfg, "caption")
+    result = ingest_stage(run_dir, cfg)
+    caps = caption_stage(run_dir, cfg, result)
+    print(f"captioned {len(caps)} private images; captions are private: {run_dir.private / 'captions'}")
     return 0
 
 
 def cmd_render(a: argparse.Namespace) -> int:
     from spti.data.io import read_jsonl
-    from spti.data.run import RunDir
-    from spti.pipeline import _attach_logfile, finish_release_docs, render_stage
+    from spti.stages import finish_release_docs, open_run
+    from spti.stages.render import render_stage
 
     cfg = _config(a)
-    if not cfg.out:
-        raise SptiError("--out is required")
     texts = [r["text"] for r in read_jsonl(a.captions)]
     if not texts:
         raise SptiError(f"{a.captions}: no captions")
-    run = RunDir(cfg.out) if (Path(cfg.out) / "config.yaml").is_file() else RunDir.open(cfg.out, cfg, command="render")
-    _attach_logfile(run)
+    run_dir = open_run(cfg, "render", post_processing=True)
     if a.renderer:
         cfg = cfg.merged({"release_renderer": {"backend": a.renderer, **({"model": a.renderer_model} if a.renderer_model else {})}})
-    rows = render_stage(run, cfg, texts)
-    finish_release_docs(run, cfg)
-    print(f"rendered {len(rows)} images: {run.release}")
+    rows = render_stage(run_dir, cfg, texts)
+    finish_release_docs(run_dir, cfg)
+    print(f"rendered {len(rows)} images: {run_dir.release}")
     return 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from spti.demo import run_demo
 
-    r = run_demo(
+    run_dir = run_demo(
         out=a.out or "runs/demo",
         num_private=a.num_private,
         pool_size=a.pool_size,
@@ -212,8 +205,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
         seed=a.seed or 0,
         progress=not a.no_progress,
     )
-    print(f"release: {r.release}")
-    print(f"report:  {r.path / 'report.html'}")
+    print(f"release: {run_dir.release}")
+    print(f"report:  {run_dir.path / 'report.html'}")
     return 0
 
 
@@ -236,7 +229,7 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def _print_plan(cfg, command: str) -> int:
     """``--dry-run``: stages, models, N, sigma for the asked epsilon, model calls per stage."""
-    from spti.pipeline import make_budget
+    from spti.stages.budget import make_budget
 
     cfg.validate()
     pe = cfg.pe
@@ -276,17 +269,20 @@ def _print_plan(cfg, command: str) -> int:
 
 
 def _count_images(p: Path) -> int:
+    """``--dry-run``'s N: the image files of a folder (listed by the ingestion's own rules), or the rows of a
+    listing file (less its header)."""
+    from spti.data.listing import list_images
+
     if not p.exists():
         raise SptiError(f"private data not found: {p}")
-    exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
     if p.is_file():
         return sum(1 for _ in open(p, encoding="utf-8")) - 1
-    return sum(1 for f in p.rglob("*") if f.suffix.lower() in exts and not any(part.startswith(".") for part in f.parts))
+    return len(list_images(p))
 
 
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    from spti import __version__
+    from spti._version import __version__
 
     p = argparse.ArgumentParser(prog="spti", description="Differentially private synthetic images via private textual intermediaries.")
     p.add_argument("--version", action="version", version=f"spti {__version__}")

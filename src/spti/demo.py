@@ -121,13 +121,13 @@ def run_demo(out: str | Path = "runs/demo", *, num_private: int = DEFAULTS["num_
     examples = _public_examples(train_x, pool_idx, num_examples, rng) if num_examples else []
     cfg = Config.from_dict(demo_config(out, population=population, iterations=iterations, variations=variations,
                                        epsilon=epsilon, voting=voting, seed=seed, progress=progress, examples=examples))
-    rd = RunDir.open(out, cfg, command="demo")
+    RunDir.open(out, cfg, command="demo")  # the folder is a run folder before the images are written into it
     _write_pngs(test_x[priv_idx], Path(cfg.data.private))
     _write_pngs(train_x[pool_idx], Path(cfg.data.public_pool))
     logger.info("demo: %d private Fashion-MNIST test images, %d public train images in the pool", num_private, pool_size)
-    rd = run(cfg, command="demo")
-    _print_class_mix(rd, cfg, test_y[priv_idx], train_y[pool_idx])
-    return rd
+    run_dir = run(cfg, command="demo")
+    _print_class_mix(run_dir, cfg, test_y[priv_idx], train_y[pool_idx])
+    return run_dir
 
 
 def _public_examples(train_x: np.ndarray, pool_idx: np.ndarray, k: int, rng: np.random.Generator) -> list[str]:
@@ -146,15 +146,14 @@ def _tv(p: np.ndarray, labels: np.ndarray) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
 
-def _print_class_mix(rd, cfg, private_labels: np.ndarray, pool_labels: np.ndarray) -> None:
+def _print_class_mix(run_dir, cfg, private_labels: np.ndarray, pool_labels: np.ndarray) -> None:
     """Use the labels the pipeline never saw: how close is the class mix of iteration 0 (no private data)
     and of the release to the private one? A retrieval render is a pool image, whose label we know. For
     scale: the error of an ideal sampler drawing as many images straight from the private mix."""
     from spti.data.io import read_jsonl
-    from spti.models.renderer import build_renderer
-    from spti.pipeline import _renderer_cfg
+    from spti.stages.render import build_run_renderer
 
-    renderer = build_renderer(_renderer_cfg(rd, cfg, cfg.renderer))
+    renderer = build_run_renderer(run_dir, cfg, cfg.renderer)
     label_of = {name: int(pool_labels[int(Path(name).stem)]) for name in renderer.pool_files}
 
     def labels_for(texts: list[str]) -> np.ndarray:
@@ -162,8 +161,8 @@ def _print_class_mix(rd, cfg, private_labels: np.ndarray, pool_labels: np.ndarra
         return np.array([label_of[renderer.pool_files[i[0]]] for i in idx], dtype=np.int64)
 
     p = np.bincount(private_labels, minlength=10) / len(private_labels)
-    init = [r["text"] for r in read_jsonl(rd.checkpoints / "iter_000" / "population.jsonl")]
-    final = [r["text"] for r in read_jsonl(rd.release / "dp_captions.jsonl")]
+    init = [r["text"] for r in read_jsonl(run_dir.checkpoints / "iter_000" / "population.jsonl")]
+    final = [r["text"] for r in read_jsonl(run_dir.release / "dp_captions.jsonl")]
     rel = labels_for(final)
     ideal = np.mean([_tv(p, np.random.default_rng(s).choice(10, size=len(final), p=p)) for s in range(500)])
     mix = {FASHION_CLASSES[k]: round(float(v), 3) for k, v in enumerate(np.bincount(rel, minlength=10) / len(rel))}

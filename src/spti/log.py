@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TypeVar
 
 logger = logging.getLogger("spti")
@@ -48,7 +49,7 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit
 def setup_logging(level: int | str = logging.INFO) -> None:
     """Configure the ``spti`` logger for the CLI: a concise stderr handler, unless the application already
     configured the root logger (then spti's records simply propagate to it). Library users keep control:
-    this is only called by the CLI. (Each run also writes its own ``spti.log``: see spti.pipeline.)"""
+    this is only called by the CLI. (Each run also writes its own ``spti.log``: see :func:`attach_run_log`.)"""
     logger.setLevel(level)
     if logging.getLogger().handlers:
         return
@@ -57,3 +58,24 @@ def setup_logging(level: int | str = logging.INFO) -> None:
         h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s spti: %(message)s", "%H:%M:%S"))
         h._spti_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
+
+
+def attach_run_log(path: str | os.PathLike) -> None:
+    """Send the ``spti`` logger's records (INFO and up) to the run's own log file at ``path``.
+
+    Why: every run keeps its own log (``spti.log``: counts, timings, model ids — nothing private), whether it
+    was started from the CLI or from Python. One run log at a time: a handler of an earlier run folder in
+    the same process is detached; attaching the same file twice is a no-op."""
+    target = str(Path(path).resolve())
+    for h in list(logger.handlers):
+        if getattr(h, "_spti_run_log", None) not in (None, target):
+            logger.removeHandler(h)
+            h.close()
+    if not any(getattr(h, "_spti_run_log", None) == target for h in logger.handlers):
+        fh = logging.FileHandler(target, encoding="utf-8")
+        fh.setLevel(logging.INFO)
+        fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        fh._spti_run_log = target  # type: ignore[attr-defined]
+        logger.addHandler(fh)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)

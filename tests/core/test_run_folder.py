@@ -14,19 +14,19 @@ def cfg(**pe):
 
 
 def test_new_run_writes_config_and_manifest(tmp_path):
-    r = RunDir.open(tmp_path / "run", cfg(iterations=3), command="test")
-    assert r.load_config().pe.iterations == 3
-    m = r.manifest()
+    run_dir = RunDir.open(tmp_path / "run", cfg(iterations=3), command="test")
+    assert run_dir.load_config().pe.iterations == 3
+    m = run_dir.manifest()
     assert m["spti_version"] and m["seed"] == 0 and "numpy" in m["libraries"]
-    assert r.private.is_dir() and r.checkpoints.is_dir()
+    assert run_dir.private.is_dir() and run_dir.checkpoints.is_dir()
 
 
 def test_same_settings_resume_different_settings_refused(tmp_path):
-    r = RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
+    run_dir = RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
     RunDir.open(tmp_path / "run", cfg(iterations=4), command="nothing computed yet: anything may change")
     RunDir.open(tmp_path / "run", cfg(iterations=3), command="a")
-    (r.checkpoints / "iter_000").mkdir()
-    (r.checkpoints / "iter_000" / "population.jsonl").write_text("{}")
+    (run_dir.checkpoints / "iter_000").mkdir()
+    (run_dir.checkpoints / "iter_000" / "population.jsonl").write_text("{}")
     RunDir.open(tmp_path / "run", cfg(iterations=3), command="b")  # resume
     assert RunDir(tmp_path / "run").manifest()["resumed"] is True
     with pytest.raises(RunFolderError, match="pe.iterations"):
@@ -46,9 +46,9 @@ def test_same_settings_resume_different_settings_refused(tmp_path):
 
 
 def test_caption_stage_locks_only_data_and_captioner(tmp_path):
-    r = RunDir.open(tmp_path / "run", cfg(), command="caption")
-    (r.private / "captions").mkdir()
-    (r.private / "ingest.jsonl").write_text("{}")
+    run_dir = RunDir.open(tmp_path / "run", cfg(), command="caption")
+    (run_dir.private / "captions").mkdir()
+    (run_dir.private / "ingest.jsonl").write_text("{}")
     c = cfg()
     c.generation.domain = "a photo of a bedroom"  # the evolve stage has not started: free to change
     RunDir.open(tmp_path / "run", c, command="run")
@@ -82,9 +82,9 @@ def test_public_manifest_drops_private_paths():
 
 
 def test_resume_removes_temporary_files_of_interrupted_atomic_writes(tmp_path):
-    r = RunDir.open(tmp_path / "run", cfg(), command="a")
-    (r.checkpoints / "iter_000").mkdir()
-    stale = r.checkpoints / "iter_000" / ".population.jsonl.abc123.tmp"
+    run_dir = RunDir.open(tmp_path / "run", cfg(), command="a")
+    (run_dir.checkpoints / "iter_000").mkdir()
+    stale = run_dir.checkpoints / "iter_000" / ".population.jsonl.abc123.tmp"
     stale.write_text("half a file")
     RunDir.open(tmp_path / "run", cfg(), command="b")
     assert not stale.exists()

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from spti.data import images as mod
+from spti.data import decode as mod
+from spti.data.decode import IMAGE_EXTENSIONS, IMAGE_FORMATS
 from spti.data.images import (
     ImageRecord,
     IngestResult,
@@ -331,6 +332,40 @@ def test_mode_conversions(tmp_path, make, ext, expected):
     make().save(path)
     out = load_image(path)
     assert out.mode == "RGB" and near(center(out), expected, tol=3), center(out)
+
+
+@pytest.mark.parametrize(
+    "mode, ext, colour, expected",
+    [("RGB", "ppm", RED, RED), ("L", "pgm", (128,), (128, 128, 128)), ("1", "pbm", (1,), WHITE)],
+)
+def test_netpbm_ingested_and_listed(tmp_path, mode, ext, colour, expected):
+    # One list of formats: what evaluation lists (by extension) is what ingestion decodes.
+    from spti.data.listing import list_images
+
+    Image.new(mode, (4, 4), colour).save(tmp_path / f"x.{ext}")
+    res = ingest(tmp_path, progress=False)
+    assert [r.rel for r in res.records] == [f"x.{ext}"] and not res.skipped
+    assert near(center(load_image(tmp_path / f"x.{ext}")), expected, tol=1)
+    assert list_images(tmp_path) == [tmp_path / f"x.{ext}"]
+
+
+def test_every_listed_extension_names_an_opened_format():
+    Image.init()
+    registered = Image.registered_extensions()
+    for fmt, exts in IMAGE_FORMATS.items():
+        assert all(registered.get(e) == fmt for e in exts), fmt
+    assert IMAGE_EXTENSIONS == {e for exts in IMAGE_FORMATS.values() for e in exts}
+    assert {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"} <= IMAGE_EXTENSIONS
+
+
+def test_list_images_sorted_hidden_skipped(tmp_path):
+    from spti.data.listing import list_images
+
+    for rel in ("b/z.png", "a.JPG", "b/a.webp", ".hidden/x.png", "b/.x.png", "notes.txt", "c/d/e.tiff"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    got = [p.relative_to(tmp_path).as_posix() for p in list_images(tmp_path)]
+    assert got == ["a.JPG", "b/a.webp", "b/z.png", "c/d/e.tiff"]
 
 
 def test_within_range_grey_not_stretched():

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from support import golden
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
@@ -103,8 +102,8 @@ def test_image_voting_run_is_unchanged(tmp_path, update_golden):
 
 
 def test_evolve_texts_run_is_unchanged(tmp_path, update_golden):
-    from spti.pipeline import evolve_texts
     from spti.config import Config
+    from spti.pipeline import evolve_texts
 
     rows = [{"text": f"A {c} {o} in a {p}.", "user_id": f"u{i % 4}"}
             for i, (c, o, p) in enumerate([("red", "car", "garage"), ("red", "dog", "park"), ("blue", "car", "park"),

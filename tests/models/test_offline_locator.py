@@ -18,7 +18,6 @@ from spti.models import _offline
 from spti.models._offline import (
     bundled_version,
     efficientnet_lite0_weights_path,
-    hub_offline_default,
     minilm_path,
     smollm2_gguf_path,
 )
@@ -80,16 +79,6 @@ def test_missing_package_says_how_to_install(monkeypatch):
             fn()
         assert HINT in str(ei.value)
     assert bundled_version("spti-no-such-distribution") is None
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"), [("1", True), ("true", True), ("ON", True), ("0", False), ("", False)]
-)
-def test_hub_offline_default_follows_hf_hub_offline(monkeypatch, value, expected):
-    monkeypatch.setenv("HF_HUB_OFFLINE", value)
-    assert hub_offline_default() is expected
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    assert hub_offline_default() is False
 
 
 def test_real_bundled_packages_when_installed():

@@ -14,7 +14,8 @@ pytest.importorskip("diffusers")
 
 from spti.errors import BackendError, ConfigError  # noqa: E402
 from spti.models.renderer import build_renderer  # noqa: E402
-from spti.models.renderer.diffusers import DiffusersRenderer, match_family  # noqa: E402
+from spti.models.renderer._families import match_family  # noqa: E402
+from spti.models.renderer.diffusers import DiffusersRenderer  # noqa: E402
 from tests.support.tiny_diffusers import make_tiny_sd, make_tiny_sdxl  # noqa: E402
 
 

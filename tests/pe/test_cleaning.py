@@ -1,6 +1,6 @@
 import pytest
 
-from spti.pe.cleaning import clean_caption
+from spti.text import clean_caption
 
 
 @pytest.mark.parametrize(

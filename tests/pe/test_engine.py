@@ -8,7 +8,8 @@ from support.fakes import COLOURS, OBJECTS, PLACES, BowEmbedder, ScriptedLLM, ca
 
 from spti.config import GenerationConfig, PEConfig
 from spti.data.io import load_npz
-from spti.pe.engine import PrivateEvolution, TextCandidateEmbedder, _Stopped
+from spti.pe.candidates import TextCandidateEmbedder
+from spti.pe.engine import PrivateEvolution, _Stopped
 from spti.pe.generation import TextGenerator
 from spti.privacy import NoiseSource
 

@@ -121,7 +121,11 @@ def make_run(root: Path) -> Path:
             pop.append({"text": f"iteration {t} member {j}", "image": f"images/p{j}.png"})
         # A row pointing into private/ must never pull that image into the report.
         pop.append({"text": "sneaky", "image": "../../private/secret.png"})
-        _write_jsonl(d / "population.jsonl", pop)
+        if t == 0:  # current layout: the renders in their own file, population.jsonl has texts only
+            _write_jsonl(d / "population_images.jsonl", pop)
+            _write_jsonl(d / "population.jsonl", [{"text": r["text"]} for r in pop])
+        else:  # older runs: the render path in population.jsonl's "image" field
+            _write_jsonl(d / "population.jsonl", pop)
 
     (root / "stats.json").write_text(
         json.dumps(

@@ -76,6 +76,20 @@ def test_report_contents(run_folder: Path):
     assert "default-src 'none'" in doc
 
 
+def test_population_images_file_wins_over_population_image_field(run_folder: Path):
+    # iteration 0 of the fixture has population_images.jsonl; iteration 1 only population.jsonl's "image"
+    d = run_folder / "checkpoints" / "iter_000"
+    lines = (d / "population_images.jsonl").read_text(encoding="utf-8").splitlines()
+    (d / "population_images.jsonl").write_text(lines[0] + "\n", encoding="utf-8")  # one member only
+    (d / "population.jsonl").write_text(
+        json.dumps({"text": "stale", "image": "images/p2.png"}) + "\n", encoding="utf-8"
+    )
+    doc = build_report(run_folder).read_text(encoding="utf-8")
+    assert "1 of 1 rendered population members" in doc and "iteration 0 member 0" in doc
+    assert "stale" not in doc and "iteration 0 member 2" not in doc
+    assert "iteration 1 member 2" in doc  # the older layout still read
+
+
 def test_show_private_adds_banner_and_private_images(run_folder: Path, tmp_path: Path):
     out = build_report(run_folder, out=tmp_path / "private-report.html", show_private=True)
     assert out == tmp_path / "private-report.html" and not (run_folder / "report.html").exists()
@@ -115,14 +129,15 @@ def test_malformed_parts_become_notes(run_folder: Path):
     (run_folder / "metrics.json").write_text("{not json")
     (run_folder / "privacy.json").write_text("[1, 2")
     with open(run_folder / "release" / "metadata.jsonl", "a", encoding="utf-8") as f:
-        f.write("this line is broken\n")
+        f.write("this line is broken\n[1, 2]\n")
     (run_folder / "release" / "images" / "00004.png").write_bytes(b"not a png")
     shutil.rmtree(run_folder / "checkpoints" / "iter_001" / "images")
     (run_folder / "config.yaml").write_text("a: [unclosed\n")
     doc = build_report(run_folder).read_text(encoding="utf-8")
     assert "metrics.json could not be read" in doc
     assert "privacy.json could not be read" in doc
-    assert "metadata.jsonl: line 7 is not valid JSON" in doc
+    assert "metadata.jsonl: line 7 is not valid JSON; skipped" in doc
+    assert "metadata.jsonl: line 8 is not a JSON object; skipped" in doc
     assert "image not available: images/00004.png" in doc
     assert "config.yaml could not be parsed" in doc
     assert LONG_WORD in doc  # the caption of image 2 is still there

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,15 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]
     atomic_write_text(path, "".join(dumps(dict(r), indent=None) + "\n" for r in rows))
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+def iter_jsonl(
+    path: str | os.PathLike, *, on_bad_line: Callable[[int, str], None] | None = None
+) -> Iterator[dict[str, Any]]:
     """Yield the objects of a JSON Lines file; blank lines are skipped. Errors name the line number
-    (never the line's content, which may be private)."""
+    (never the line's content, which may be private).
+
+    A line that is not a JSON object raises InputError; with ``on_bad_line`` it is skipped instead and
+    reported as ``on_bad_line(line number, "is not valid JSON" | "is not a JSON object")`` (the report
+    reads whatever a run folder holds and turns such lines into notes)."""
     from spti.errors import InputError
 
     with open(path, encoding="utf-8") as f:
@@ -93,8 +99,14 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
+                if on_bad_line is not None:
+                    on_bad_line(lineno, "is not valid JSON")
+                    continue
                 raise InputError(f"{path}: line {lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(obj, dict):
+                if on_bad_line is not None:
+                    on_bad_line(lineno, "is not a JSON object")
+                    continue
                 raise InputError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
             yield obj
 

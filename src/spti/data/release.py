@@ -11,6 +11,7 @@ Layout (Hugging Face ImageFolder, loadable with ``datasets.load_dataset("imagefo
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,9 +36,8 @@ def write_captions(release: Path, texts: Sequence[str]) -> None:
     atomic_write_jsonl(release / "dp_captions.jsonl", ({"text": t} for t in texts))
 
 
-def _png_bytes(img: Image.Image) -> bytes:
-    import io
-
+def png_bytes(img: Image.Image) -> bytes:
+    """How spti stores an image it made (a render, a release image): RGB, PNG-encoded."""
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
@@ -60,9 +60,9 @@ def write_images(release: Path, items: Sequence[tuple[str, Image.Image | Path]])
                 tmp.replace(target)
             else:
                 with Image.open(img) as im:
-                    atomic_write_bytes(target, _png_bytes(im))
+                    atomic_write_bytes(target, png_bytes(im))
         else:
-            atomic_write_bytes(target, _png_bytes(img))
+            atomic_write_bytes(target, png_bytes(img))
         rows.append({"file_name": name, "text": text})
     # stale images of an earlier, larger release would be picked up by ImageFolder: remove them
     keep = {r["file_name"].split("/", 1)[1] for r in rows}

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from spti import __version__
+from spti._version import __version__
 from spti.config import Config
 from spti.data.io import atomic_write_json, atomic_write_text, read_json
 from spti.errors import RunFolderError
@@ -94,19 +94,19 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path, config: Config, *, command: str) -> RunDir:
         """Create a new run folder, or resume the run in it if its locked settings match ``config``."""
-        run = cls(path)
-        p = run.path
+        run_dir = cls(path)
+        p = run_dir.path
         if p.exists() and not p.is_dir():
             raise RunFolderError(f"{p} exists and is not a folder")
         if p.exists() and any(p.iterdir()):
-            if not run.is_run():
+            if not run_dir.is_run():
                 raise RunFolderError(
                     f"{p} exists, is not empty and is not an spti run folder; choose another --out (spti never "
                     "overwrites a folder it did not create)"
                 )
-            saved = run.load_config()
+            saved = run_dir.load_config()
             diffs = [
-                k for sec in run.locked_sections(saved)
+                k for sec in run_dir.locked_sections(saved)
                 for k in _diff({sec: saved.to_dict().get(sec)}, {sec: config.to_dict().get(sec)})
             ]
             if diffs:
@@ -114,17 +114,17 @@ class RunDir:
                     f"{p} holds a run with different settings ({', '.join(diffs[:12])}); resuming would mix results. "
                     "Use a new --out, or the same settings to resume."
                 )
-            run._write_config(config)
-            run.update_manifest(resumed=True, last_command=command)
+            run_dir._write_config(config)
+            run_dir.update_manifest(resumed=True, last_command=command)
             stale = [t for t in p.rglob(".*.tmp") if t.is_file()]  # atomic writes cut short by a kill
             for t in stale:
                 t.unlink()
-            return run
+            return run_dir
         p.mkdir(parents=True, exist_ok=True)
-        for sub in (run.private, run.cache, run.checkpoints):
+        for sub in (run_dir.private, run_dir.cache, run_dir.checkpoints):
             sub.mkdir(exist_ok=True)
-        run._write_config(config)
-        run.update_manifest(
+        run_dir._write_config(config)
+        run_dir.update_manifest(
             spti_version=__version__,
             created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             command=command,
@@ -134,7 +134,7 @@ class RunDir:
             seed=config.seed,
             stages={},
         )
-        return run
+        return run_dir
 
     def locked_sections(self, saved: Config) -> list[str]:
         """Settings that results already on disk depend on: they may not change when the run resumes.

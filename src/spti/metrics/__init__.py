@@ -8,7 +8,8 @@ models load when :func:`evaluate` needs them.
 
 from __future__ import annotations
 
-from spti.metrics.evaluate import METRICS, NOT_DP, evaluate
+from spti.metrics.entries import METRICS, NOT_DP
+from spti.metrics.evaluate import evaluate
 from spti.metrics.frechet import feature_stats, fid_from_features, frechet_distance
 from spti.metrics.memorization import MemorizationResult, memorization_audit
 from spti.metrics.prdc import prdc

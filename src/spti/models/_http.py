@@ -20,6 +20,7 @@ retried up to ``max_retries`` times with exponential backoff and jitter; a ``Ret
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import http.client
 import json
@@ -410,36 +411,36 @@ class OpenAIClient:
         """Nothing to release (urllib opens a connection per request); present for symmetry."""
 
 
-def merge_extra_body(payload: dict[str, Any], extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``payload`` updated with the user's ``extra_body`` (server-specific options such as vLLM's
-    ``top_k`` or Ollama's ``options``). A key whose value is ``None`` is *removed*, which is how a user
-    drops a parameter a server rejects (e.g. ``max_tokens`` for OpenAI's reasoning models)."""
-    out = dict(payload)
-    for k, v in (extra_body or {}).items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
+@dataclasses.dataclass(frozen=True)
+class ClientOptions:
+    """The transport options every OpenAI-compatible backend takes, with the same names and meaning.
 
+    A backend's ``__init__`` collects them as ``**client`` and calls :meth:`from_kwargs` once, with its own
+    defaults where they differ (an image server is slower than a chat server); :meth:`client` builds the
+    :class:`OpenAIClient`. None of them changes a reply, so none goes into ``info()`` or a cache key.
+    """
 
-def check_extra_body(extra_body: Any, role: str) -> dict[str, Any]:
-    if extra_body is None:
-        return {}
-    if not isinstance(extra_body, Mapping) or not all(isinstance(k, str) for k in extra_body):
-        raise ConfigError(f"{role} backend 'openai': extra_body must be a mapping of strings to values")
-    return dict(extra_body)
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str | None = "OPENAI_API_KEY"
+    concurrency: int = 8
+    timeout: float = 60.0
+    max_retries: int = 5
+    backoff: float = 1.0
+    max_backoff: float = 30.0
+    extra_headers: Mapping[str, str] | None = None
 
+    @classmethod
+    def from_kwargs(cls, who: str, given: Mapping[str, Any], **defaults: Any) -> ClientOptions:
+        """Options from a backend's ``**client`` keyword arguments over its ``defaults``; an unknown name
+        is a :class:`ConfigError` that lists the known ones (``who`` names the backend)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(
+                f"{who}: unknown option(s) {', '.join(unknown)}; the connection options are "
+                f"{', '.join(sorted(known))}"
+            )
+        return cls(**{**defaults, **given})
 
-def first_choice_text(data: Mapping[str, Any]) -> str | None:
-    """``choices[0].message.content`` of a chat-completions answer, or None if the answer has none (an
-    error object, a refusal, a content-filter stop). Content given as a list of parts is joined."""
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
-        return None
-    msg = choices[0].get("message")
-    content = msg.get("content") if isinstance(msg, Mapping) else None
-    if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
-        texts = [p.get("text") for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str)]
-        content = "".join(texts) if texts else None
-    return content if isinstance(content, str) else None
+    def client(self) -> OpenAIClient:
+        return OpenAIClient(**dataclasses.asdict(self))

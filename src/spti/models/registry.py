@@ -85,6 +85,11 @@ class Registry(Generic[T]):
         kwargs = dict(cfg)
         name = kwargs.pop("backend")
         cls = self.get(name)
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:  # constructing it would raise a TypeError that reads like a bad option
+            raise ConfigError(
+                f"{self.role} backend {name!r}: {cls.__name__} does not implement {', '.join(missing)}"
+            )
         try:
             return cls(**kwargs)
         except TypeError as e:

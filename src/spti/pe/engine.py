@@ -26,45 +26,31 @@ import numpy as np
 from spti.config import PEConfig
 from spti.data.io import atomic_save_npz, atomic_write_jsonl, load_npz, read_jsonl
 from spti.log import logger
-from spti.pe.cache import FeatureCache, content_key
 from spti.pe.generation import TextGenerator, stage_rng
-from spti.pe.histogram import normalize_rows, vote_histogram
+from spti.pe.histogram import contribution_weights, vote_histogram
 from spti.pe.selection import select, threshold_counts
 
 
 class CandidateEmbedder(Protocol):
-    """Maps candidate texts to the vectors private samples vote against (text or image space)."""
+    """Maps candidate texts to the vectors private samples vote against (text or image space); the two
+    implementations are in :mod:`spti.pe.candidates`."""
 
     def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray: ...
 
 
-class TextCandidateEmbedder:
-    """Text voting: candidates embedded by a text embedder (cached by content). With ``lookahead`` L > 0
-    a candidate is represented by the mean embedding of L of its variations (Aug-PE's lookahead)."""
+@dataclass
+class PrivateSet:
+    """What PE votes with: one feature row per private sample, and who owns each row (None: every row is
+    its own record). ``num_units`` is N of the privacy guarantee (records or users)."""
 
-    def __init__(self, embedder, *, cache: FeatureCache | None = None, generator: TextGenerator | None = None,
-                 lookahead: int = 0, normalize: bool = True):
-        self.embedder = embedder
-        self.cache = cache if cache is not None else FeatureCache()
-        self.generator = generator
-        self.lookahead = int(lookahead)
-        self.normalize = normalize
-        if self.lookahead and generator is None:
-            raise ValueError("lookahead needs the text generator")
+    features: np.ndarray
+    owners: list[str] | None
+    num_units: int
+    unit: str
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        key = self.embedder.cache_key
-        keys = [content_key(key, t) for t in texts]
-        vecs = self.cache.compute(keys, list(texts), lambda items: self.embedder.embed(items))
-        return normalize_rows(vecs) if self.normalize else vecs
-
-    def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray:
-        if not self.lookahead:
-            return self.embed_texts(texts)
-        groups = self.generator.variations(texts, self.lookahead, iteration=iteration, stage="lookahead")
-        flat = [v for g in groups for v in g]
-        emb = self.embed_texts(flat).reshape(len(texts), self.lookahead, -1)
-        return emb.mean(axis=1)  # not renormalised: L2 to the mean, as Aug-PE
+    def weights(self) -> np.ndarray:
+        """Each row's vote weight: a unit's rows share total weight <= 1 (sensitivity 1 per unit)."""
+        return contribution_weights(self.owners, self.features.shape[0])
 
 
 @dataclass

@@ -22,8 +22,8 @@ from spti.config import GenerationConfig
 from spti.errors import BackendError
 from spti.log import logger
 from spti.models.llm import LLM
-from spti.pe.cleaning import clean_caption
 from spti.prompts import default_templates
+from spti.text import clean_caption
 
 
 def stage_rng(seed: int, *keys: int | str) -> np.random.Generator:

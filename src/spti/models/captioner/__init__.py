@@ -17,6 +17,9 @@ from spti.models.registry import Registry
 
 
 class Captioner(Backend):
+    #: Images per call the pipeline hands to ``caption()``; a backend with a ``batch_size`` option sets it.
+    batch_size: int = 16
+
     #: True when captioning sends the private images to a third party (a remote API). spti then requires
     #: an explicit opt-in and records the trust assumption in privacy.json.
     sends_data_off_machine: bool = False
@@ -28,6 +31,5 @@ class Captioner(Backend):
 
 REGISTRY: Registry[Captioner] = Registry("captioner", __name__, Captioner)
 
-
-def build_captioner(cfg) -> Captioner:  # noqa: ANN001
-    return REGISTRY.build(cfg)
+#: ``build_captioner({"backend": name, **options})`` (or just a name): a configured backend.
+build_captioner = REGISTRY.build

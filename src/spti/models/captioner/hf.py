@@ -18,7 +18,7 @@ Config (``{"backend": "hf", ...}``)::
     generate_kwargs  extra ``model.generate`` options, e.g. {"repetition_penalty": 1.3}; sampling is refused
     max_image_side   None; resize larger images (keeping the aspect) first. Chat VLMs with dynamic resolution
                      (Qwen2-VL) spend tokens, time and memory in proportion to the pixels.
-    batch_size 8, device "auto" (cuda, then mps, then cpu), dtype "auto" (float32 on CPU, bfloat16 on GPUs
+    batch_size 8, device "auto" (cuda when visible, else cpu), dtype "auto" (float32 on CPU, bfloat16 on GPUs
     that support it, else float16), revision None, local_files_only (default: HF_HUB_OFFLINE),
     trust_remote_code False
 
@@ -29,94 +29,46 @@ Why one backend and not one per family: the user names a model and spti picks th
 model's config (``model_type``) and processor (does it have a chat template?), so a config never has to know
 which of three code paths a checkpoint needs; ``mode`` overrides the guess.
 
-- ``image-to-text``: processor(images, [prefix]) -> generate -> decode; for BLIP, BLIP-2, GIT,
-  VisionEncoderDecoder (ViT+GPT-2) and other captioning heads.
-- ``florence``: Florence-2 (native ``Florence2ForConditionalGeneration`` in transformers >= 4.56, or the
-  original remote code with ``trust_remote_code: true``): a task token as prompt, task tokens stripped.
-- ``chat``: models loaded by ``AutoModelForImageTextToText`` whose processor has a chat template (Qwen2-VL,
-  Qwen2.5-VL, LLaVA, SmolVLM/Idefics3 ...): one user turn with the image and the prompt, left padding, and
-  only the newly generated tokens are decoded.
+The recipes (how each mode builds inputs and cleans outputs) live in ``_hf_recipes``.
 """
 
 from __future__ import annotations
 
-import gc
 import inspect
 import os
-import re
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from spti.errors import BackendError, ConfigError, InputError, SptiError
 from spti.log import logger, progress
-from spti.models._offline import hub_offline_default
-from spti.models._torch import resolve_device, resolve_dtype
+from spti.models._checks import positive_int
+from spti.models._hub import local_model_path, resolve_local_files_only
+from spti.models._torch import (
+    TorchModels,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+    transformers_dtype_kwarg,
+)
 from spti.models.captioner import REGISTRY, Captioner
+from spti.models.captioner._hf_recipes import MODES, clean_caption, default_prompt, detect_mode, model_inputs
 
-MODES = ("auto", "image-to-text", "florence", "chat")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-DEFAULT_CHAT_PROMPT = "Describe the image."
-DEFAULT_FLORENCE_TASK = "<MORE_DETAILED_CAPTION>"
-FLORENCE_CAPTION_TASKS = ("<CAPTION>", "<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>")
 DEFAULT_MAX_NEW_TOKENS = 77
 
-#: model types whose processors have no chat template and that caption from the image alone
-_IMAGE_TO_TEXT_TYPES = frozenset({"blip", "blip-2", "git", "vision-encoder-decoder", "pix2struct"})
 #: generate() options that would make captions random, or that spti sets itself
 _FORBIDDEN_GENERATE_KWARGS = frozenset(
     {"do_sample", "temperature", "top_p", "top_k", "max_new_tokens", "num_beams", "num_return_sequences"}
 )
-_TASK_TOKEN_RE = re.compile(r"</?s>|<pad>|<loc_\d+>|<(?:[A-Z]+_)*[A-Z]+>")
-_SENTENCE_END_RE = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
-
-
-def _looks_like_path(model: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything rooted, relative or with more parts is a path.
-
-    Why guess at all: a mistyped local folder must not silently turn into a hub lookup (which, offline,
-    would give a confusing "not in cache" message, and online could fetch an unrelated public model).
-    """
-    return (
-        model.startswith(("/", "./", "../", "~", "\\"))
-        or os.path.isabs(model)
-        or bool(re.match(r"^[A-Za-z]:[\\/]", model))
-        or model.count("/") > 1
-        or os.path.exists(model)
-    )
-
-
-def _finish_caption(text: str, truncated: bool, trim_incomplete: bool) -> str:
-    """Collapse whitespace; if generation ran out of tokens, drop the unfinished last sentence (when there is
-    a finished one before it) so the caption does not end mid-word."""
-    text = " ".join(text.split())
-    if truncated and trim_incomplete:
-        ends = [m.end() for m in _SENTENCE_END_RE.finditer(text)]
-        if ends and ends[-1] < len(text):
-            text = text[: ends[-1]].rstrip()
-    return text
-
-
-def _strip_prefix(text: str, prefixes: Sequence[str]) -> str:
-    """Remove a leading echo of the prompt, ignoring case and whitespace differences (BLIP's uncased BERT
-    tokenizer gives back "a photography of" for "A photography of")."""
-    for prefix in prefixes:
-        words = prefix.split()
-        if not words:
-            continue
-        m = re.match(r"\s*" + r"\s*".join(re.escape(w) for w in words), text, flags=re.IGNORECASE)
-        if m:
-            return text[m.end() :].lstrip(" :,;-")
-    return text
 
 
 @REGISTRY.register("hf")
-class HFCaptioner(Captioner):
+class HFCaptioner(TorchModels, Captioner):
     """Caption images with a local transformers model (see the module docstring for the options)."""
 
     sends_data_off_machine = False
+    _torch_models = ("_model", "_processor", "_tok")  # dropped by close()
 
     def __init__(
         self,
@@ -140,15 +92,13 @@ class HFCaptioner(Captioner):
             raise ConfigError("captioner 'hf': 'model' must be a hub id or a local folder")
         if mode not in MODES:
             raise ConfigError(f"captioner 'hf': mode must be one of {', '.join(MODES)}, got {mode!r}")
-        if dtype not in DTYPES:
-            raise ConfigError(f"captioner 'hf': dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        dtype_name(dtype, "captioner 'hf'")
         for name, value in (
             ("max_new_tokens", max_new_tokens),
             ("num_beams", num_beams),
             ("batch_size", batch_size),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"captioner 'hf': {name} must be a positive integer, got {value!r}")
+            positive_int(value, name, "captioner 'hf'")
         if max_image_side is not None and (not isinstance(max_image_side, int) or max_image_side < 16):
             raise ConfigError(
                 f"captioner 'hf': max_image_side must be an integer >= 16 or null, got {max_image_side!r}"
@@ -167,7 +117,7 @@ class HFCaptioner(Captioner):
 
         self.model_name = os.fspath(model)
         self.revision = revision
-        self.local_files_only = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        self.local_files_only = resolve_local_files_only(local_files_only)
         self.trust_remote_code = bool(trust_remote_code)
         self.max_new_tokens = max_new_tokens
         self.trim_incomplete = bool(trim_incomplete)
@@ -184,19 +134,24 @@ class HFCaptioner(Captioner):
         self._processor: Any = None
         self._tok: Any = None
         self._load()
-        self.mode = self._detect_mode(mode)
-        self.prompt = self._default_prompt(prompt)
+        self.mode = detect_mode(
+            mode,
+            model_name=self.model_name,
+            model_type=self.model_type,
+            is_florence=self.model_type == "florence2" or "Florence2" in type(self._model).__name__,
+            has_chat_template=self._has_chat_template(),
+        )
+        self.prompt = default_prompt(self.mode, prompt)
         self._prepare_mode()
 
     # ------------------------------------------------------------------ loading
     def _source(self) -> str:
-        name = self.model_name
-        if _looks_like_path(name):
-            path = Path(name).expanduser()
+        path = local_model_path(self.model_name, "captioner 'hf'")
+        if path is not None:
             if not path.is_dir():
                 raise ConfigError(
-                    f"captioner 'hf': model folder {str(path)!r} does not exist (or is not a folder); give an "
-                    "existing local folder or a Hugging Face hub id such as 'Salesforce/blip-image-captioning-large'"
+                    f"captioner 'hf': model {str(path)!r} is a file; give the model's folder or a Hugging Face "
+                    "hub id such as 'Salesforce/blip-image-captioning-large'"
                 )
             if not (path / "config.json").is_file():
                 raise ConfigError(
@@ -204,7 +159,7 @@ class HFCaptioner(Captioner):
                     "save_pretrained or downloaded from the hub"
                 )
             return str(path)
-        return name
+        return self.model_name
 
     def _load(self) -> None:
         try:
@@ -260,9 +215,7 @@ class HFCaptioner(Captioner):
     def _load_model(self, source: str, common: dict[str, Any]) -> Any:
         import transformers
 
-        major, minor = (int(x) for x in re.findall(r"\d+", transformers.__version__)[:2])
-        dtype_kw = "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
-        kwargs = {**common, dtype_kw: self.torch_dtype}
+        kwargs = {**common, transformers_dtype_kwarg(): self.torch_dtype}
         classes = [
             getattr(transformers, n, None)
             for n in ("AutoModelForImageTextToText", "AutoModelForVision2Seq", "AutoModelForCausalLM")
@@ -321,37 +274,6 @@ class HFCaptioner(Captioner):
             getattr(self._processor, "chat_template", None) or getattr(self._tok, "chat_template", None)
         )
 
-    def _detect_mode(self, mode: str) -> str:
-        is_florence = self.model_type == "florence2" or "Florence2" in type(self._model).__name__
-        if mode == "auto":
-            if is_florence:
-                return "florence"
-            if self.model_type in _IMAGE_TO_TEXT_TYPES:
-                return "image-to-text"
-            return "chat" if self._has_chat_template() else "image-to-text"
-        if mode == "chat" and not self._has_chat_template():
-            raise ConfigError(
-                f"captioner 'hf': {self.model_name!r} has no chat template, so mode 'chat' cannot work; use mode "
-                "'image-to-text' (or 'auto')"
-            )
-        if mode == "florence" and not is_florence:
-            raise ConfigError(
-                f"captioner 'hf': mode 'florence' needs a Florence-2 model, got {self.model_type!r}"
-            )
-        return mode
-
-    def _default_prompt(self, prompt: str | None) -> str | None:
-        if self.mode == "florence":
-            task = prompt or DEFAULT_FLORENCE_TASK
-            if task not in FLORENCE_CAPTION_TASKS:
-                raise ConfigError(
-                    f"captioner 'hf': for Florence-2 the prompt must be one of {', '.join(FLORENCE_CAPTION_TASKS)}"
-                )
-            return task
-        if self.mode == "chat":
-            return prompt if prompt and prompt.strip() else DEFAULT_CHAT_PROMPT
-        return prompt if prompt and prompt.strip() else None
-
     def _prepare_mode(self) -> None:
         tok = self._tok
         if self.mode == "chat":
@@ -388,46 +310,10 @@ class HFCaptioner(Captioner):
             img.thumbnail((self.max_image_side, self.max_image_side), Image.Resampling.BICUBIC)
         return img
 
-    def _inputs(self, images: list[Image.Image]) -> Any:
-        n = len(images)
-        if self.mode == "chat":
-            params = inspect.signature(self._processor.apply_chat_template).parameters
-            if "return_dict" not in params:
-                raise BackendError(
-                    f"captioner 'hf': chat VLMs need a newer transformers than {self.transformers_version}; upgrade it"
-                )
-            conversations = [
-                [
-                    {
-                        "role": "user",
-                        "content": [{"type": "image", "image": img}, {"type": "text", "text": self.prompt}],
-                    }
-                ]
-                for img in images
-            ]
-            # prompts differ in length when images give different numbers of image tokens (Qwen2-VL's dynamic
-            # resolution, Idefics3's tiling): pad (on the left, see _prepare_mode)
-            pad = (
-                {"processor_kwargs": {"padding": True}} if "processor_kwargs" in params else {"padding": True}
-            )
-            return self._processor.apply_chat_template(
-                conversations,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                return_tensors="pt",
-                **pad,
-            )
-        if self.mode == "florence":
-            return self._processor(text=[self.prompt] * n, images=images, return_tensors="pt")
-        if self.prompt:
-            return self._processor(images=images, text=[self.prompt] * n, return_tensors="pt")
-        return self._processor(images=images, return_tensors="pt")
-
     def _generate(self, images: list[Image.Image]) -> list[str]:
         import torch
 
-        inputs = self._inputs(images)
+        inputs = model_inputs(self.mode, self._processor, images, self.prompt, self.transformers_version)
         if "token_type_ids" in inputs and not self._accepts_token_type_ids:
             del inputs["token_type_ids"]  # BERT-style tokenizers emit them; most decoders refuse them
         inputs = inputs.to(self.device)
@@ -462,11 +348,7 @@ class HFCaptioner(Captioner):
         texts = self._tok.batch_decode(out, skip_special_tokens=True)
         captions = []
         for text, cut in zip(texts, truncated, strict=True):
-            if self.mode == "florence":
-                text = _TASK_TOKEN_RE.sub(" ", text)
-            elif self._echoes:
-                text = _strip_prefix(text, self._echoes)
-            captions.append(_finish_caption(text, cut, self.trim_incomplete))
+            captions.append(clean_caption(text, self.mode, self._echoes, cut, self.trim_incomplete))
             self.stats["truncated"] += int(cut)
         return captions
 
@@ -519,15 +401,3 @@ class HFCaptioner(Captioner):
             "transformers": self.transformers_version,
             "torch": torch.__version__,
         }
-
-    def close(self) -> None:
-        if self._model is None:
-            return
-        self._model = None
-        self._processor = None
-        self._tok = None
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()

@@ -25,7 +25,6 @@ Config keys::
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -35,7 +34,8 @@ from PIL import Image
 
 from spti.errors import ConfigError
 from spti.models import _efficientnet as effnet
-from spti.models._offline import EFFNET_DIST, bundled_version
+from spti.models._checks import check_batch_size, check_images
+from spti.models._fingerprint import short_hash
 from spti.models.captioner import REGISTRY, Captioner
 
 DEFAULT_TEMPLATE = "a photo of a {labels}"
@@ -121,15 +121,11 @@ class EfficientNetLite0Captioner(Captioner):
             self._llm = build_llm(llm_cfg)
         self.llm_prompt = llm_prompt
         self.rewrite_fallbacks = 0  # outputs the LLM could not turn into a clean caption (count only)
-        self.batch_size = effnet.check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self._net: effnet.EfficientNetLite0 | None = effnet.load_efficientnet_lite0(weights, device)
         self._info: dict[str, Any] = {
             "backend": self.backend_name,
-            "model": f"timm/{effnet.TIMM_ARCH}",
-            "weights": str(self._net.path),
-            "weights_sha256": self._net.sha256,
-            "package_version": bundled_version(EFFNET_DIST) if weights is None else None,
-            "device": self._net.device,
+            **effnet.weights_info(self._net, bundled=weights is None),
             "top_k": top_k,
             "min_prob": self.min_prob,
             "template": template,
@@ -141,7 +137,7 @@ class EfficientNetLite0Captioner(Captioner):
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         if self._net is None:
             raise ConfigError("efficientnet-lite0 captioner was closed; build a new one")
-        images = effnet.check_images(images, "efficientnet-lite0 captioner")
+        images = check_images(images, "efficientnet-lite0 captioner")
         if not images:
             return []
         tops = self._net.top_labels(images, self.top_k, invert=self.invert, batch_size=self.batch_size)
@@ -149,7 +145,7 @@ class EfficientNetLite0Captioner(Captioner):
         captions = [format_caption(self.template, ls) for ls in labels]
         if self._llm is None:
             return captions
-        from spti.pe.cleaning import clean_caption
+        from spti.text import clean_caption
 
         convs = [[{"role": "user", "content": self.llm_prompt.replace("{labels}", join_labels(ls))}] for ls in labels]
         raw = self._llm.generate(convs, max_new_tokens=40, temperature=0.0, top_p=1.0, seed=0)
@@ -168,7 +164,7 @@ class EfficientNetLite0Captioner(Captioner):
     def cache_key(self) -> str:
         # What changes the captions: weights content and caption options, not the file's path or device.
         keep = {k: v for k, v in self._info.items() if k not in ("weights", "device", "package_version")}
-        return hashlib.sha256(repr(sorted(keep.items())).encode()).hexdigest()[:16]
+        return short_hash(repr(sorted(keep.items())))
 
     def close(self) -> None:
         self._net = None  # the shared model stays cached for the image embedder (see _efficientnet)

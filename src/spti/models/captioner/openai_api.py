@@ -37,7 +37,8 @@ from PIL import Image
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger
-from spti.models._http import OpenAIClient, check_extra_body, first_choice_text, merge_extra_body, safe_url
+from spti.models._http import ClientOptions, safe_url
+from spti.models._openai import check_extra_body, first_choice_text, merge_extra_body
 from spti.models.captioner import REGISTRY, Captioner
 
 _FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg")}
@@ -68,9 +69,7 @@ class OpenAICaptioner(Captioner):
     def __init__(
         self,
         model: str | None = None,
-        base_url: str = "https://api.openai.com/v1",
         allow_remote: bool = False,
-        api_key_env: str | None = "OPENAI_API_KEY",
         prompt: str = "Describe the image.",
         max_tokens: int = 77,
         temperature: float = 0.0,
@@ -78,15 +77,13 @@ class OpenAICaptioner(Captioner):
         detail: str | None = "auto",
         image_format: str = "png",
         max_side: int | None = 1024,
-        concurrency: int = 8,
-        timeout: float = 60.0,
-        max_retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
         max_tokens_field: str = "max_tokens",
         extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        **client: Any,
     ):
+        """``client``: the connection options (``base_url``, ``timeout`` ...; see ``ClientOptions``)."""
+        options = ClientOptions.from_kwargs("captioner backend 'openai'", client)
+        base_url = options.base_url
         host = safe_url(base_url) if isinstance(base_url, str) else repr(base_url)
         if allow_remote is not True:
             raise ConfigError(
@@ -121,16 +118,7 @@ class OpenAICaptioner(Captioner):
         self.max_side = max_side
         self.max_tokens_field = max_tokens_field
         self.extra_body = check_extra_body(extra_body, "captioner")
-        self.client = OpenAIClient(
-            base_url,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            concurrency=concurrency,
-            extra_headers=extra_headers,
-        )
+        self.client = options.client()
         logger.warning(
             "captioner 'openai': PRIVATE IMAGES WILL BE SENT to %s (allow_remote is set). The DP guarantee "
             "assumes this server is trusted.",

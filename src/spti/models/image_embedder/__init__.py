@@ -17,6 +17,9 @@ from spti.models.registry import Registry
 
 
 class ImageEmbedder(Backend):
+    #: Images per call the pipeline hands to ``embed()``; a backend with a ``batch_size`` option sets it.
+    batch_size: int = 32
+
     @abstractmethod
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Return raw float32 features of shape (len(images), dim) (not normalised: the Fréchet distance
@@ -29,6 +32,5 @@ class ImageEmbedder(Backend):
 
 REGISTRY: Registry[ImageEmbedder] = Registry("image_embedder", __name__, ImageEmbedder)
 
-
-def build_image_embedder(cfg) -> ImageEmbedder:  # noqa: ANN001
-    return REGISTRY.build(cfg)
+#: ``build_image_embedder({"backend": name, **options})`` (or just a name): a configured backend.
+build_image_embedder = REGISTRY.build

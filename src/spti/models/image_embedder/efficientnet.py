@@ -29,7 +29,8 @@ from PIL import Image
 
 from spti.errors import ConfigError
 from spti.models import _efficientnet as effnet
-from spti.models._offline import EFFNET_DIST, bundled_version
+from spti.models._checks import check_batch_size, check_images
+from spti.models._fingerprint import short_hash
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
 
@@ -46,16 +47,12 @@ class EfficientNetLite0Embedder(ImageEmbedder):
     ):
         if not isinstance(invert, bool):
             raise ConfigError(f"efficientnet-lite0: invert must be true or false, got {invert!r}")
-        self.batch_size = effnet.check_batch_size(batch_size)
+        self.batch_size = check_batch_size(batch_size)
         self.invert = invert
         self._net: effnet.EfficientNetLite0 | None = effnet.load_efficientnet_lite0(weights, device)
         self._info: dict[str, Any] = {
             "backend": self.backend_name,
-            "model": f"timm/{effnet.TIMM_ARCH}",
-            "weights": str(self._net.path),
-            "weights_sha256": self._net.sha256,
-            "package_version": bundled_version(EFFNET_DIST) if weights is None else None,
-            "device": self._net.device,
+            **effnet.weights_info(self._net, bundled=weights is None),
             "invert": invert,
             "preprocess": "shorter side to 224 (PIL bicubic), centre crop, mean=std=0.5",
             "dim": effnet.FEATURE_DIM,
@@ -71,7 +68,7 @@ class EfficientNetLite0Embedder(ImageEmbedder):
         return self._net
 
     def embed(self, images: Sequence[Image.Image]) -> np.ndarray:
-        images = effnet.check_images(images, "efficientnet-lite0 image embedder")
+        images = check_images(images, "efficientnet-lite0 image embedder")
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self._loaded().features(images, invert=self.invert, batch_size=self.batch_size)
@@ -82,13 +79,7 @@ class EfficientNetLite0Embedder(ImageEmbedder):
     @property
     def cache_key(self) -> str:
         # Only what changes the output: not the file's location, the device or the package version.
-        return _short_key(self.backend_name, self._info["weights_sha256"], self.invert)
+        return short_hash(repr((self.backend_name, self._info["weights_sha256"], self.invert)))
 
     def close(self) -> None:
         self._net = None  # the shared model stays cached for other backends (see _efficientnet)
-
-
-def _short_key(*parts: object) -> str:
-    import hashlib
-
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]

@@ -31,30 +31,13 @@ from PIL import Image
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
-from spti.models._efficientnet import check_batch_size, check_images, file_sha256, resolve_device
-from spti.models._offline import hub_offline_default
+from spti.models._checks import check_batch_size, check_images
+from spti.models._fingerprint import file_sha256, short_hash
+from spti.models._hub import resolve_local_files_only
+from spti.models._torch import TorchModels, dtype_name, resolve_device, resolve_dtype
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "bfloat16": "bfloat16",
-}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def _resolve_dtype(dtype: str, device: str) -> Any:
-    import torch
-
-    if dtype in (None, "auto"):
-        return torch.float32
-    if dtype not in _DTYPES:
-        raise ConfigError(f"dtype must be one of auto, float32, float16, bfloat16; got {dtype!r}")
-    if _DTYPES[dtype] == "float16" and device == "cpu":
-        raise ConfigError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
-    return getattr(torch, _DTYPES[dtype])
 
 
 def _local_weights_sha256(folder: Path) -> str | None:
@@ -69,8 +52,10 @@ def _local_weights_sha256(folder: Path) -> str | None:
     return h.hexdigest()
 
 
-class _HFImageEmbedder(ImageEmbedder):
+class _HFImageEmbedder(TorchModels, ImageEmbedder):
     """Shared loading, batching and manifest logic; subclasses pick the model class and the features."""
+
+    _torch_models = ("_net",)  # dropped by close()
 
     default_model: str = ""
     kind: str = ""
@@ -89,9 +74,12 @@ class _HFImageEmbedder(ImageEmbedder):
             raise ConfigError(f"{self.kind}: 'model' must be a hub id or a local folder")
         self.batch_size = check_batch_size(batch_size)
         self.device = resolve_device(device)
-        self.dtype = _resolve_dtype(dtype, self.device)
+        if dtype_name(dtype) == "float16" and self.device == "cpu":
+            raise ConfigError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
+        # auto = float32: metrics compare these features, and embedding is cheap next to rendering
+        self.dtype = resolve_dtype(dtype, self.device, auto="float32")
         self.revision = revision
-        self.local_files_only = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        self.local_files_only = resolve_local_files_only(local_files_only)
         kwargs: dict[str, Any] = {"revision": revision, "local_files_only": self.local_files_only}
         try:
             from transformers import AutoConfig, AutoImageProcessor
@@ -189,15 +177,9 @@ class _HFImageEmbedder(ImageEmbedder):
     def cache_key(self) -> str:
         info = self.info()
         ident = info["weights_sha256"] or f"{info['model']}@{info['commit'] or info['revision']}"
-        blob = f"{self.backend_name}|{ident}|{info['dtype']}|{info['processor']}|{sorted(self._options().items())}"
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def close(self) -> None:
-        was_loaded, self._net = self._net is not None, None
-        if was_loaded and self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+        return short_hash(
+            f"{self.backend_name}|{ident}|{info['dtype']}|{info['processor']}|{sorted(self._options().items())}"
+        )
 
 
 @REGISTRY.register("dinov2")

@@ -31,7 +31,6 @@ Config keys::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import platform
@@ -49,8 +48,10 @@ from PIL import Image
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
-from spti.models._efficientnet import check_batch_size, check_images, file_sha256, resolve_device
-from spti.models._offline import hub_offline_default
+from spti.models._checks import check_batch_size, check_images
+from spti.models._fingerprint import file_sha256, short_hash
+from spti.models._hub import hub_offline_default
+from spti.models._torch import TorchModels, resolve_device
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
 INCEPTION_URL = (
@@ -200,8 +201,10 @@ def _load_layers(path: Path, device: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- backend
 @REGISTRY.register("inception")
-class InceptionEmbedder(ImageEmbedder):
+class InceptionEmbedder(TorchModels, ImageEmbedder):
     """FID Inception-v3 pool3 features (n, 2048), float32, clean-fid "clean" protocol."""
+
+    _torch_models = ("_layers",)  # dropped by close()
 
     def __init__(
         self,
@@ -267,7 +270,4 @@ class InceptionEmbedder(ImageEmbedder):
     @property
     def cache_key(self) -> str:
         # The same file found at another path (or run on another device) gives the same features.
-        return hashlib.sha256(f"{self.backend_name}|{self.sha256}|{PROTOCOL}".encode()).hexdigest()[:16]
-
-    def close(self) -> None:
-        self._layers = None
+        return short_hash(f"{self.backend_name}|{self.sha256}|{PROTOCOL}")

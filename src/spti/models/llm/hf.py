@@ -4,67 +4,22 @@ Why batched generation with left padding: PE asks for thousands of short complet
 on 2 CPU cores, FACTS: 23 -> 98 tokens/s from batch 1 to 8) batching is the main speed lever. Left
 padding keeps every prompt's last token at the end of the row, so with an attention mask a conversation
 gets the same greedy reply alone or in a batch.
-
-Also home of small helpers the other local LLM backends share (device/dtype resolution, per-item seeds,
-conversation validation); they import nothing heavy at module level.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from spti.errors import BackendError, ConfigError, InputError
+from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
-from spti.models._offline import hub_offline_default
-from spti.models._torch import resolve_device, resolve_dtype  # noqa: F401 - re-exported
-from spti.models.llm import LLM, REGISTRY, Conversation
-
-_ROLES = ("system", "user", "assistant")
-
+from spti.models._checks import check_batch_size
+from spti.models._hub import resolve_local_files_only
+from spti.models._torch import TorchModels, resolve_device, resolve_dtype, transformers_dtype_kwarg
+from spti.models.llm import LLM, REGISTRY, Conversation, derive_seed
 
 # ----------------------------------------------------------------------------------------------- helpers
-
-
-def derive_seed(seed: int, index: int) -> int:
-    """A 31-bit seed for item/batch ``index`` of a call seeded with ``seed``.
-
-    Why hash instead of ``seed + index``: calls seeded 1 and 2 would then share all but one item's seed,
-    so "different seeds" would not mean "independent samples". 31 bits fit every backend's seed type.
-    """
-    digest = hashlib.sha256(f"spti:{int(seed)}:{int(index)}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-def to_messages(conversation: Conversation) -> list[dict[str, str]]:
-    """Validate one conversation and copy it into plain dicts (what chat templates and servers expect)."""
-    if isinstance(conversation, (str, bytes)) or not isinstance(conversation, Sequence):
-        raise InputError("a conversation must be a list of {'role': ..., 'content': ...} messages")
-    if not conversation:
-        raise InputError("a conversation must contain at least one message")
-    messages = []
-    for m in conversation:
-        try:
-            role, content = m["role"], m["content"]
-        except (KeyError, TypeError):
-            raise InputError("every message needs a 'role' and a 'content'") from None
-        if role not in _ROLES or not isinstance(content, str):
-            raise InputError(f"message role must be one of {_ROLES} and content a string (got role {role!r})")
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def check_sampling(max_new_tokens: int, temperature: float, top_p: float) -> None:
-    """Reject sampling parameters every backend would reject anyway, with one clear message."""
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ConfigError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    if not temperature >= 0:
-        raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {temperature!r}")
-    if not 0 < top_p <= 1:
-        raise ConfigError(f"top_p must be in (0, 1], got {top_p!r}")
 
 
 @contextlib.contextmanager
@@ -92,7 +47,7 @@ def _transformers_version() -> str:
 
 
 @REGISTRY.register("hf")
-class HFLLM(LLM):
+class HFLLM(TorchModels, LLM):
     """A transformers causal LM (hub id or local folder) with its tokenizer's chat template.
 
     Options: ``model`` (required), ``revision``, ``tokenizer`` (load the tokenizer from elsewhere, e.g.
@@ -101,6 +56,8 @@ class HFLLM(LLM):
     is an explicit decision) and ``top_k`` (0 = off, so that sampling depends on temperature and top_p
     only, as in the other backends).
     """
+
+    _torch_models = ("_model", "_tok")  # dropped by close()
 
     def __init__(
         self,
@@ -115,23 +72,22 @@ class HFLLM(LLM):
         trust_remote_code: bool = False,
         top_k: int = 0,
     ) -> None:
+        self._model: Any = None
+        self._tok: Any = None
         if not model:
             raise ConfigError(f"llm backend {self.backend_name!r} needs 'model': a hub id or a local path")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_batch_size(batch_size)
         if not isinstance(top_k, int) or top_k < 0:
             raise ConfigError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
         self.model_id = str(model)
         self.revision = revision
         self.tokenizer_id = str(tokenizer) if tokenizer else None
         self.batch_size = batch_size
-        self.local_files_only = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        self.local_files_only = resolve_local_files_only(local_files_only)
         self.trust_remote_code = bool(trust_remote_code)
         self.top_k = top_k
         self.device = resolve_device(device)
         self.torch_dtype = resolve_dtype(dtype, self.device)
-        self._model: Any = None
-        self._tok: Any = None
         self._load()
 
     # -- loading -------------------------------------------------------------------------------------
@@ -142,7 +98,6 @@ class HFLLM(LLM):
 
     def _load(self) -> None:
         import torch
-        from packaging.version import Version
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         common = {
@@ -151,9 +106,7 @@ class HFLLM(LLM):
             "trust_remote_code": self.trust_remote_code,
         }
         extra = self._extra_load_kwargs()
-        # transformers renamed torch_dtype -> dtype in 4.56 (and warns about the old name since).
-        dtype_kw = "dtype" if Version(_transformers_version()) >= Version("4.56") else "torch_dtype"
-        model_kwargs: dict[str, Any] = {**common, **extra, dtype_kw: self.torch_dtype}
+        model_kwargs: dict[str, Any] = {**common, **extra, transformers_dtype_kwarg(): self.torch_dtype}
         if self.device != "cpu":
             model_kwargs["device_map"] = self.device  # load straight onto the GPU, not via CPU RAM
         logger.info("loading LLM %s (%s, %s)", self.model_id, self.device, self.torch_dtype)
@@ -210,10 +163,7 @@ class HFLLM(LLM):
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[str]:
-        check_sampling(max_new_tokens, temperature, top_p)
-        if self._model is None:
-            raise BackendError("this LLM backend was closed")
-        convs = [to_messages(c) for c in conversations]
+        convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         if not convs:
             return []
         tok = self._tok
@@ -292,13 +242,5 @@ class HFLLM(LLM):
             "torch": self._torch_version,
         }
 
-    def close(self) -> None:
-        if self._model is None:
-            return
-        self._model = None
-        self._tok = None
-        gc.collect()
-        if self.device.startswith("cuda"):
-            import torch
-
-            torch.cuda.empty_cache()
+    def _closed(self) -> bool:
+        return self._model is None

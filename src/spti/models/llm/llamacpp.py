@@ -25,10 +25,10 @@ from typing import Any
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
-from spti.models._offline import SMOLLM2_DIST, bundled_version, hub_offline_default
-from spti.models.llm import LLM, REGISTRY, Conversation
+from spti.models._hub import resolve_local_files_only
+from spti.models._offline import SMOLLM2_DIST, bundled_version
+from spti.models.llm import LLM, REGISTRY, Conversation, derive_seed
 from spti.models.llm.gguf import split_gguf
-from spti.models.llm.hf import check_sampling, derive_seed, to_messages
 
 _INSTALL_HINT = "pip install 'spti[llamacpp]' (compiles llama.cpp: a few minutes)"
 
@@ -115,7 +115,7 @@ class LlamaCppLLM(LLM):
         if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
             raise ConfigError(f"n_threads must be a positive integer or null, got {n_threads!r}")
         llama_cpp = _import_llama_cpp()
-        lfo = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        lfo = resolve_local_files_only(local_files_only)
         self.path, self.bundled = resolve_gguf_file(model, gguf_file, revision=revision, local_files_only=lfo)
         self.model_id = str(model) if model else None
         self.revision = revision
@@ -172,10 +172,7 @@ class LlamaCppLLM(LLM):
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[str]:
-        check_sampling(max_new_tokens, temperature, top_p)
-        if self._llm is None:
-            raise BackendError("this LLM backend was closed")
-        convs = [to_messages(c) for c in conversations]
+        convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         if seed is None:
             # llama-cpp-python would fall back to a fixed seed; unseeded calls should vary.
             seed = random.SystemRandom().getrandbits(31)
@@ -233,6 +230,9 @@ class LlamaCppLLM(LLM):
             d["model"] = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1)"
             d["bundled"] = f"{SMOLLM2_DIST}=={bundled_version(SMOLLM2_DIST)}"
         return d
+
+    def _closed(self) -> bool:
+        return self._llm is None
 
     def close(self) -> None:
         llm, self._llm = getattr(self, "_llm", None), None

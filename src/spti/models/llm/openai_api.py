@@ -30,14 +30,8 @@ from typing import Any
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger
-from spti.models._http import (
-    APIStatusError,
-    OpenAIClient,
-    check_extra_body,
-    first_choice_text,
-    merge_extra_body,
-    safe_url,
-)
+from spti.models._http import APIStatusError, ClientOptions, safe_url
+from spti.models._openai import check_extra_body, first_choice_text, merge_extra_body
 from spti.models.llm import LLM, REGISTRY, Conversation
 
 
@@ -54,18 +48,13 @@ class OpenAILLM(LLM):
     def __init__(
         self,
         model: str | None = None,
-        base_url: str = "https://api.openai.com/v1",
-        api_key_env: str | None = "OPENAI_API_KEY",
-        concurrency: int = 8,
-        timeout: float = 60.0,
-        max_retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
         max_tokens_field: str = "max_tokens",
         send_seed: bool = True,
         extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        **client: Any,
     ):
+        """``client``: the connection options (``base_url``, ``timeout`` ...; see ``ClientOptions``)."""
+        options = ClientOptions.from_kwargs("llm backend 'openai'", client)
         if not isinstance(model, str) or not model:
             raise ConfigError(
                 "llm backend 'openai' needs 'model': the name the server knows (e.g. 'gpt-4o-mini', the "
@@ -75,16 +64,7 @@ class OpenAILLM(LLM):
         self.max_tokens_field = max_tokens_field
         self.send_seed = bool(send_seed)
         self.extra_body = check_extra_body(extra_body, "llm")
-        self.client = OpenAIClient(
-            base_url,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            concurrency=concurrency,
-            extra_headers=extra_headers,
-        )
+        self.client = options.client()
 
     def info(self) -> dict[str, Any]:
         # Only what changes the output: operational knobs (timeouts, concurrency) must not change cache keys.
@@ -98,11 +78,16 @@ class OpenAILLM(LLM):
         }
 
     def _payload(
-        self, conv: Conversation, max_new_tokens: int, temperature: float, top_p: float, seed: int | None
+        self,
+        messages: list[dict[str, str]],
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
     ) -> dict[str, Any]:
         payload: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": str(m["role"]), "content": m["content"]} for m in conv],
+            "messages": messages,
             self.max_tokens_field: int(max_new_tokens),
             "temperature": float(temperature),
             "top_p": float(top_p),
@@ -120,12 +105,13 @@ class OpenAILLM(LLM):
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[str]:
-        n = len(conversations)
+        convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
+        n = len(convs)
         if n == 0:
             return []
         jobs = [
             self._payload(c, max_new_tokens, temperature, top_p, None if seed is None else seed + i)
-            for i, c in enumerate(conversations)
+            for i, c in enumerate(convs)
         ]
         errors: list[BackendError] = []
 

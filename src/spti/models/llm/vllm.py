@@ -14,12 +14,11 @@ from typing import Any
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger
-from spti.models._offline import hub_offline_default
-from spti.models.llm import LLM, REGISTRY, Conversation
-from spti.models.llm.hf import check_sampling, derive_seed, to_messages
+from spti.models._hub import resolve_local_files_only
+from spti.models._torch import dtype_name, free_memory
+from spti.models.llm import LLM, REGISTRY, Conversation, check_sampling, derive_seed
 
 _INSTALL_HINT = "pip install 'spti[vllm]' (needs a CUDA GPU)"
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def sampling_params_kwargs(
@@ -98,8 +97,7 @@ class VLLMLLM(LLM):
     ) -> None:
         if not model:
             raise ConfigError("llm backend 'vllm' needs 'model': a hub id or a local path")
-        if str(dtype) not in _DTYPES:
-            raise ConfigError(f"bad dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
+        dtype = dtype_name(dtype)
         if not isinstance(tensor_parallel_size, int) or tensor_parallel_size < 1:
             raise ConfigError(
                 f"tensor_parallel_size must be a positive integer, got {tensor_parallel_size!r}"
@@ -111,7 +109,7 @@ class VLLMLLM(LLM):
         self.tensor_parallel_size = tensor_parallel_size
         self.max_model_len = max_model_len
         self.engine_seed = seed
-        lfo = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        lfo = resolve_local_files_only(local_files_only)
         path = resolve_model_path(self.model_id, revision, lfo)
         logger.info("loading LLM %s with vLLM (tensor parallel %d)", self.model_id, tensor_parallel_size)
         kwargs: dict[str, Any] = {
@@ -141,9 +139,7 @@ class VLLMLLM(LLM):
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> list[str]:
-        if self._engine is None:
-            raise BackendError("this LLM backend was closed")
-        convs = [to_messages(c) for c in conversations]
+        convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         if not convs:
             return []
         params = [
@@ -167,10 +163,11 @@ class VLLMLLM(LLM):
             "vllm": self._version,
         }
 
+    def _closed(self) -> bool:
+        return self._engine is None
+
     def close(self) -> None:
         engine, self._engine = getattr(self, "_engine", None), None
         if engine is not None:
             del engine
-            import gc
-
-            gc.collect()
+            free_memory(None)

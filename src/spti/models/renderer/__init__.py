@@ -17,6 +17,9 @@ from spti.models.registry import Registry
 
 
 class Renderer(Backend):
+    #: Prompts per call the pipeline hands to ``render()``; a backend with a ``batch_size`` option sets it.
+    batch_size: int = 8
+
     @abstractmethod
     def render(self, prompts: Sequence[str], seeds: Sequence[int]) -> list[Image.Image]:
         """Return one RGB image per (prompt, seed) pair. The same pair must give the same image (a CPU
@@ -25,6 +28,5 @@ class Renderer(Backend):
 
 REGISTRY: Registry[Renderer] = Registry("renderer", __name__, Renderer)
 
-
-def build_renderer(cfg) -> Renderer:  # noqa: ANN001
-    return REGISTRY.build(cfg)
+#: ``build_renderer({"backend": name, **options})`` (or just a name): a configured backend.
+build_renderer = REGISTRY.build

@@ -2,9 +2,9 @@
 
 ``model`` is a Hugging Face hub id or a local folder saved with ``save_pretrained``; the default is
 ``stabilityai/sdxl-turbo`` with its recommended settings (4 steps, no classifier-free guidance, 512×512),
-which renders PE's many candidates cheaply. A small table (``FAMILIES``) holds known-good settings for a
-few model families, matched by the model id's (or folder's) name; every explicit option overrides it, and
-a model outside the table runs with its pipeline's own defaults.
+which renders PE's many candidates cheaply. A small table (``FAMILIES``, in ``_families``) holds known-good
+settings for a few model families, matched by the model id's (or folder's) name; every explicit option
+overrides it, and a model outside the table runs with its pipeline's own defaults.
 
 Reproducibility: each image gets its own CPU ``torch.Generator`` seeded with its seed (a list of
 generators for a batch), so the same (prompt, seed) gives the same initial noise whatever else is in the
@@ -24,10 +24,8 @@ with different settings never share a cache entry.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +33,12 @@ from PIL import Image
 
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
+from spti.models._checks import check_batch_size, positive_int
+from spti.models._fingerprint import folder_fingerprint
+from spti.models._hub import local_model_path, resolve_local_files_only
+from spti.models._torch import TorchModels, dtype_name
 from spti.models.renderer import REGISTRY, Renderer
-
-DEFAULT_MODEL = "stabilityai/sdxl-turbo"
-
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
+from spti.models.renderer._families import DEFAULT_MODEL, match_family
 
 #: Call arguments spti sets itself; ``extra_call_kwargs`` may not override them.
 _RESERVED_CALL_KWARGS = frozenset(
@@ -49,83 +48,6 @@ _RESERVED_CALL_KWARGS = frozenset(
 _OPTION_CALL_KWARGS = frozenset(
     {"num_inference_steps", "guidance_scale", "height", "width", "negative_prompt"}
 )
-
-
-@dataclass(frozen=True)
-class Family:
-    """Known-good settings for one model family (from the model cards).
-
-    ``patterns`` are matched as substrings of the lower-cased last component of the model id or path, in
-    table order (so "...-large-turbo" must come before "...-large"). ``gpu_dtype`` is what ``dtype: auto``
-    picks on an accelerator; ``variant`` is the hub weight variant fetched with float16 (smaller download).
-    """
-
-    name: str
-    patterns: tuple[str, ...]
-    num_inference_steps: int
-    guidance_scale: float
-    height: int
-    width: int
-    gpu_dtype: str = "float16"
-    variant: str | None = None
-    call_kwargs: Mapping[str, Any] = field(default_factory=dict)
-
-
-FAMILIES: tuple[Family, ...] = (
-    Family("sdxl-turbo", ("sdxl-turbo",), 4, 0.0, 512, 512, "float16", "fp16"),
-    Family("sd-turbo", ("sd-turbo",), 4, 0.0, 512, 512, "float16", "fp16"),
-    Family("sd3.5-large-turbo", ("stable-diffusion-3.5-large-turbo",), 4, 0.0, 1024, 1024, "bfloat16"),
-    Family("sd3.5-large", ("stable-diffusion-3.5-large",), 28, 3.5, 1024, 1024, "bfloat16"),
-    Family("sd3.5-medium", ("stable-diffusion-3.5-medium",), 40, 4.5, 1024, 1024, "bfloat16"),
-    Family(
-        "flux.1-schnell",
-        ("flux.1-schnell",),
-        4,
-        0.0,
-        1024,
-        1024,
-        "bfloat16",
-        None,
-        {"max_sequence_length": 256},
-    ),
-    Family(
-        "flux.1-dev", ("flux.1-dev",), 50, 3.5, 1024, 1024, "bfloat16", None, {"max_sequence_length": 512}
-    ),
-    Family("sdxl-base", ("stable-diffusion-xl-base",), 30, 5.0, 1024, 1024, "float16", "fp16"),
-)
-
-
-def match_family(model: str) -> Family | None:
-    """The first family whose pattern occurs in the model's name (last path component), or None."""
-    name = Path(str(model).rstrip("/\\")).name.lower()
-    for fam in FAMILIES:
-        if any(p in name for p in fam.patterns):
-            return fam
-    return None
-
-
-def env_offline() -> bool:
-    """True when ``HF_HUB_OFFLINE`` is set to a true value: the default of ``local_files_only``."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _looks_like_local_path(model: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything that starts like a path or has more parts is meant as
-    a local folder (so a typo in a path is reported as a missing folder, not as a hub lookup)."""
-    if model.startswith(("/", "./", "../", "~", ".\\", "..\\")) or "\\" in model or model in (".", ".."):
-        return True
-    return model.count("/") > 1 or (len(model) > 1 and model[1] == ":")  # C:\... on Windows
-
-
-def _folder_fingerprint(folder: Path) -> str:
-    """Hash of a local model folder's file names, sizes and mtimes: a retrained model saved to the same
-    folder gets a new cache key, without reading gigabytes of weights."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            st = p.stat()
-            h.update(f"{p.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def _dtype_kwarg() -> str:
@@ -138,16 +60,12 @@ def _dtype_kwarg() -> str:
     return "dtype"
 
 
-def _positive_int(name: str, v: Any, allow_none: bool = True) -> int | None:
-    if v is None and allow_none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"renderer diffusers: {name!r} must be a positive integer, got {v!r}")
-    return v
+def _optional_positive_int(name: str, value: Any) -> int | None:
+    return None if value is None else positive_int(value, name, "renderer diffusers")
 
 
 @REGISTRY.register("diffusers")
-class DiffusersRenderer(Renderer):
+class DiffusersRenderer(TorchModels, Renderer):
     """Text-to-image with a diffusers pipeline.
 
     Options (all optional): ``model`` (hub id or local folder; default ``stabilityai/sdxl-turbo``),
@@ -160,6 +78,8 @@ class DiffusersRenderer(Renderer):
     ``safety_checker`` (None: as the model ships; False: not loaded), ``extra_call_kwargs`` (a dict passed
     to every pipeline call, e.g. ``{"max_sequence_length": 256}``).
     """
+
+    _torch_models = ("_pipe",)  # dropped by close()
 
     def __init__(
         self,
@@ -184,26 +104,12 @@ class DiffusersRenderer(Renderer):
                 f"renderer diffusers: 'model' must be a hub id or a local folder, got {model!r}"
             )
         model = os.fspath(model)
-        path = Path(model).expanduser()
-        if path.exists():
-            if not path.is_dir():
-                raise ConfigError(
-                    f"renderer diffusers: model {model!r} is a file; give the pipeline's folder"
-                )
-            self.model = str(path.resolve())
-            self.is_local = True
-        elif _looks_like_local_path(model):
-            raise ConfigError(
-                f"renderer diffusers: local model folder {model!r} does not exist "
-                "(give an existing folder saved with save_pretrained, or a hub id like 'org/name')"
-            )
-        else:
-            self.model = model
-            self.is_local = False
-        if dtype not in _DTYPES:
-            raise ConfigError(
-                f"renderer diffusers: 'dtype' must be one of {', '.join(_DTYPES)}, got {dtype!r}"
-            )
+        path = local_model_path(model, "renderer diffusers")
+        if path is not None and not path.is_dir():
+            raise ConfigError(f"renderer diffusers: model {model!r} is a file; give the pipeline's folder")
+        self.is_local = path is not None
+        self.model = str(path.resolve()) if path is not None else model
+        dtype = dtype_name(dtype, "renderer diffusers")
         if not isinstance(device, str) or not device:
             raise ConfigError(
                 f"renderer diffusers: 'device' must be a string like 'auto' or 'cuda:0', got {device!r}"
@@ -238,19 +144,19 @@ class DiffusersRenderer(Renderer):
         fam = self.family
         self.revision = revision
         self.variant_option = variant
-        self.local_files_only = env_offline() if local_files_only is None else bool(local_files_only)
+        self.local_files_only = resolve_local_files_only(local_files_only)
         self.device_option = device
         self.dtype_option = dtype
-        self.num_inference_steps = _positive_int("num_inference_steps", num_inference_steps) or (
+        self.num_inference_steps = _optional_positive_int("num_inference_steps", num_inference_steps) or (
             fam.num_inference_steps if fam else None
         )
         self.guidance_scale = (
             float(guidance_scale) if guidance_scale is not None else (fam.guidance_scale if fam else None)
         )
-        self.height = _positive_int("height", height) or (fam.height if fam else None)
-        self.width = _positive_int("width", width) or (fam.width if fam else None)
+        self.height = _optional_positive_int("height", height) or (fam.height if fam else None)
+        self.width = _optional_positive_int("width", width) or (fam.width if fam else None)
         self.negative_prompt = negative_prompt
-        self.batch_size = _positive_int("batch_size", batch_size, allow_none=False)
+        self.batch_size = check_batch_size(batch_size, "renderer diffusers")
         self.enable_cpu_offload = bool(enable_cpu_offload)
         self.safety_checker = safety_checker
         self.call_kwargs: dict[str, Any] = {**(dict(fam.call_kwargs) if fam else {}), **extra}
@@ -320,7 +226,7 @@ class DiffusersRenderer(Renderer):
         self._model_index = dict(config)
         self._commit = commit
         if self.is_local:
-            self._fingerprint = _folder_fingerprint(Path(self.model))
+            self._fingerprint = folder_fingerprint(Path(self.model))
         return self._model_index
 
     def _load_error(self, e: BaseException) -> BackendError:
@@ -483,18 +389,3 @@ class DiffusersRenderer(Renderer):
                 len(prompts),
             )
         return out
-
-    def close(self) -> None:
-        if self._pipe is None:
-            return
-        self._pipe = None
-        import gc
-
-        gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass

@@ -41,7 +41,8 @@ from typing import Any
 from PIL import Image
 
 from spti.errors import BackendError, ConfigError
-from spti.models._http import OpenAIClient, check_extra_body, merge_extra_body, safe_url
+from spti.models._http import ClientOptions, safe_url
+from spti.models._openai import check_extra_body, merge_extra_body
 from spti.models.renderer import REGISTRY, Renderer
 
 _SIZE = re.compile(r"^\d{2,5}x\d{2,5}$")
@@ -56,20 +57,16 @@ class OpenAIRenderer(Renderer):
     def __init__(
         self,
         model: str | None = None,
-        base_url: str = "https://api.openai.com/v1",
-        api_key_env: str | None = "OPENAI_API_KEY",
         size: str | None = "512x512",
         response_format: str | None = "b64_json",
         send_seed: bool = False,
         fetch_urls: bool = True,
-        concurrency: int = 4,
-        timeout: float = 180.0,
-        max_retries: int = 5,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
         extra_body: Mapping[str, Any] | None = None,
-        extra_headers: Mapping[str, str] | None = None,
+        **client: Any,
     ):
+        """``client``: the connection options (``base_url``, ``timeout`` ...; see ``ClientOptions``); image
+        generation is slow, so the defaults here are 4 requests at a time and 180 s per request."""
+        options = ClientOptions.from_kwargs("renderer backend 'openai'", client, concurrency=4, timeout=180.0)
         if not isinstance(model, str) or not model:
             raise ConfigError("renderer backend 'openai' needs 'model' (e.g. 'dall-e-2' or 'gpt-image-1')")
         if size is not None and not (isinstance(size, str) and _SIZE.match(size)):
@@ -86,16 +83,7 @@ class OpenAIRenderer(Renderer):
         self.send_seed = bool(send_seed)
         self.fetch_urls = bool(fetch_urls)
         self.extra_body = check_extra_body(extra_body, "renderer")
-        self.client = OpenAIClient(
-            base_url,
-            api_key_env=api_key_env,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            concurrency=concurrency,
-            extra_headers=extra_headers,
-        )
+        self.client = options.client()
         self._origin = urllib.parse.urlsplit(self.client.base_url)[:2]
 
     def info(self) -> dict[str, Any]:

@@ -16,7 +16,6 @@ are differentially private captions in spti, but may be anything a library user 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,15 +24,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from spti.data.decode import IMAGE_EXTENSIONS
 from spti.data.io import atomic_save_npy, atomic_write_jsonl, read_jsonl
 from spti.errors import BackendError, ConfigError, InputError
 from spti.log import logger, progress
+from spti.models._checks import check_batch_size, positive_int
+from spti.models._fingerprint import stat_fingerprint
 from spti.models.captioner import Captioner, build_captioner
 from spti.models.renderer import REGISTRY, Renderer
 from spti.models.text_embedder import TextEmbedder, build_text_embedder
-
-#: File extensions (lower case) that count as pool images.
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 #: Rows of prompt embeddings scored against the pool at once (bounds the similarity matrix in memory).
 _PROMPT_CHUNK = 1024
@@ -57,19 +56,6 @@ def list_pool(root: Path) -> list[str]:
     return files
 
 
-def pool_fingerprint(root: Path, files: Sequence[str]) -> str:
-    """Hash of the pool's file list with each file's size and modification time.
-
-    Why not hash the contents: a large pool would be read in full at every start. A file replaced in place
-    changes its mtime, which is what build tools rely on too.
-    """
-    h = hashlib.sha256()
-    for rel in files:
-        st = (root / rel).stat()
-        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
-
-
 def _load_rgb(path: Path) -> Image.Image:
     """Open an image fully into memory as RGB (a copy: the file is closed on return)."""
     with Image.open(path) as im:
@@ -90,7 +76,8 @@ class RetrievalRenderer(Renderer):
     """Nearest public image by caption embedding.
 
     Options:
-        pool: folder of public images (searched recursively; png, jpg, jpeg, webp, bmp, gif, tif, tiff).
+        pool: folder of public images (searched recursively; the extensions spti reads everywhere,
+            :data:`spti.data.decode.IMAGE_EXTENSIONS`).
         captioner: captioner config (``{"backend": ..., ...}``, a backend name, or a built Captioner) used
             once to caption the pool. It is built only when the pool index is not cached, and closed after
             indexing when spti built it.
@@ -119,10 +106,8 @@ class RetrievalRenderer(Renderer):
             raise ConfigError(
                 f"renderer retrieval: pool folder {str(self.pool)!r} does not exist or is not a folder"
             )
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-            raise ConfigError(f"renderer retrieval: 'top_k' must be an integer >= 1, got {top_k!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"renderer retrieval: 'batch_size' must be an integer >= 1, got {batch_size!r}")
+        positive_int(top_k, "top_k", "renderer retrieval")
+        check_batch_size(batch_size, "renderer retrieval")
         if captioner is None:
             raise ConfigError("renderer retrieval: 'captioner' (a captioner config) is required")
         if text_embedder is None:
@@ -137,7 +122,8 @@ class RetrievalRenderer(Renderer):
                 f"renderer retrieval: no images found under {str(self.pool)!r} "
                 f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))}, recursively)"
             )
-        self._fingerprint = pool_fingerprint(self.pool, self._files)
+        # file names, sizes and mtimes: a pool replaced in place is re-indexed, without reading every image
+        self._fingerprint = stat_fingerprint(self.pool, self._files)
 
         self._captioner_cfg = captioner
         self._captioner: Captioner | None = captioner if isinstance(captioner, Captioner) else None
@@ -330,9 +316,7 @@ class RetrievalRenderer(Renderer):
         ``k' = min(k, pool_size)``, best first; ties go to the lower pool index (stable order), so the
         answer is deterministic. Indices refer to ``pool_files``.
         """
-        k = self.top_k if k is None else k
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(f"renderer retrieval: k must be an integer >= 1, got {k!r}")
+        k = positive_int(self.top_k if k is None else k, "k", "renderer retrieval")
         if isinstance(prompts, str):
             raise TypeError("nearest() takes a sequence of prompts, not a single string")
         self._ensure_index()

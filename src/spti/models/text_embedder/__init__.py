@@ -16,6 +16,9 @@ from spti.models.registry import Registry
 
 
 class TextEmbedder(Backend):
+    #: Texts per call the pipeline hands to ``embed()``; a backend with a ``batch_size`` option sets it.
+    batch_size: int = 512
+
     @abstractmethod
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return a float32 array of shape (len(texts), dim), each row of unit L2 norm."""
@@ -27,6 +30,5 @@ class TextEmbedder(Backend):
 
 REGISTRY: Registry[TextEmbedder] = Registry("text_embedder", __name__, TextEmbedder)
 
-
-def build_text_embedder(cfg) -> TextEmbedder:  # noqa: ANN001
-    return REGISTRY.build(cfg)
+#: ``build_text_embedder({"backend": name, **options})`` (or just a name): a configured backend.
+build_text_embedder = REGISTRY.build

@@ -11,18 +11,19 @@ weights do not, and a hub id alone does not pin which weights were downloaded.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from spti.errors import BackendError, ConfigError, InputError
+from spti.errors import BackendError, InputError
 from spti.log import logger, progress
-from spti.models._offline import MINILM_DIST, bundled_version, hub_offline_default, minilm_path
+from spti.models._checks import check_batch_size, positive_int
+from spti.models._fingerprint import json_hash
+from spti.models._hub import resolve_local_files_only
+from spti.models._offline import MINILM_DIST, bundled_version, minilm_path
+from spti.models._torch import TorchModels, dtype_name, resolve_device
 from spti.models.text_embedder import REGISTRY, TextEmbedder
-
-_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 def weights_fingerprint(module: Any, *, samples_per_tensor: int = 4096) -> str:
@@ -48,7 +49,7 @@ def weights_fingerprint(module: Any, *, samples_per_tensor: int = 4096) -> str:
 
 
 @REGISTRY.register("sentence-transformers")
-class SentenceTransformersEmbedder(TextEmbedder):
+class SentenceTransformersEmbedder(TorchModels, TextEmbedder):
     """A sentence-transformers model; every row of :meth:`embed` has unit L2 norm.
 
     Options: ``model`` (hub id or local folder; default the bundled all-MiniLM-L6-v2), ``revision``,
@@ -56,6 +57,8 @@ class SentenceTransformersEmbedder(TextEmbedder):
     neighbours), ``batch_size``, ``max_seq_length`` (default: the model's), ``local_files_only`` (default
     ``HF_HUB_OFFLINE``), ``trust_remote_code``.
     """
+
+    _torch_models = ("_st",)  # dropped by close()
 
     def __init__(
         self,
@@ -71,14 +74,10 @@ class SentenceTransformersEmbedder(TextEmbedder):
     ) -> None:
         import torch
 
-        from spti.models.llm.hf import resolve_device
-
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if str(dtype) not in _DTYPES:
-            raise ConfigError(f"bad dtype {dtype!r}; use one of {', '.join(_DTYPES)}")
-        if max_seq_length is not None and (not isinstance(max_seq_length, int) or max_seq_length < 1):
-            raise ConfigError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
+        check_batch_size(batch_size)
+        dtype = dtype_name(dtype)
+        if max_seq_length is not None:
+            positive_int(max_seq_length, "max_seq_length")
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as e:
@@ -88,9 +87,9 @@ class SentenceTransformersEmbedder(TextEmbedder):
         self.model_id = str(minilm_path()) if model is None else str(model)
         self.revision = revision
         self.device = resolve_device(device)
-        self.dtype = "float32" if dtype == "auto" else str(dtype)
+        self.dtype = "float32" if dtype == "auto" else dtype
         self.batch_size = batch_size
-        self.local_files_only = hub_offline_default() if local_files_only is None else bool(local_files_only)
+        self.local_files_only = resolve_local_files_only(local_files_only)
         logger.info(
             "loading text embedder %s on %s",
             "bundled all-MiniLM-L6-v2" if self.bundled else self.model_id,
@@ -172,17 +171,7 @@ class SentenceTransformersEmbedder(TextEmbedder):
     def cache_key(self) -> str:
         """Only what changes the vectors: weights, tokenizer truncation, dtype (not path, device, batch)."""
         info = self.info()
-        keyed = {k: info[k] for k in ("backend", "weights", "dim", "max_seq_length", "dtype")}
-        blob = json.dumps(keyed, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-    def close(self) -> None:
-        st, self._st = getattr(self, "_st", None), None
-        if st is not None and self.device.startswith("cuda"):
-            import torch
-
-            del st
-            torch.cuda.empty_cache()
+        return json_hash({k: info[k] for k in ("backend", "weights", "dim", "max_seq_length", "dtype")})
 
 
 def _st_version() -> str:

@@ -1,8 +1,11 @@
-"""Cleaning LLM output into a caption, or rejecting it with a reason.
+"""Text helpers: cleaning LLM output into a caption, or rejecting it with a reason.
 
 Small instruct models wrap answers ("Sure! Here is a caption: ..."), quote them, refuse, loop on one word or
 leave the blanks unfilled. Each reject has a reason name; the counts (never the texts) go to the run's
 stats so a user can see when a model is unsuitable.
+
+A low floor of the package (imports nothing from spti): PE's generation and the offline captioner's LLM
+rewording both clean with it.
 """
 
 from __future__ import annotations

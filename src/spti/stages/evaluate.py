@@ -1,0 +1,165 @@
+"""Evaluation stages: metrics of the release (``evaluate_stage``) and of each PE iteration
+(:class:`PerIterationEvaluator`), both against the private images — NOT differentially private.
+
+``metrics.json`` has one writer, :class:`MetricsFile`: the final metrics and the ``per_iteration`` curve
+are merged there, never by :func:`spti.metrics.evaluate` (which only computes). The per-iteration
+evaluator records which image it rendered for each population member in its own file,
+``checkpoints/iter_XXX/population_images.jsonl`` (``{"text", "image"}`` rows; the engine alone writes
+``population.jsonl``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+from spti.config import Config
+from spti.data.cache import RenderCache, render_seed
+from spti.data.io import atomic_write_json, atomic_write_jsonl, read_json
+from spti.data.run import RunDir
+from spti.log import logger
+from spti.pe.engine import IterationRecord
+from spti.stages.render import build_run_renderer
+
+#: The feature space (of spti.metrics) that the run's own image embedder backend serves.
+_SPACE_OF_BACKEND = {"efficientnet-lite0": "efficientnet", "inception": "inception", "dinov2": "dinov2", "clip": "clip"}
+
+POPULATION_IMAGES = "population_images.jsonl"
+
+
+def _eval_space(cfg: Config) -> str | None:
+    return cfg.evaluate.space or _SPACE_OF_BACKEND.get(cfg.image_embedder.get("backend", ""))
+
+
+def _eval_embedders(cfg: Config) -> dict[str, Any]:
+    """The run's own image embedder serves its feature space in evaluation (same options, e.g. the
+    demo's ``invert``); other spaces use evaluate()'s defaults."""
+    space = _SPACE_OF_BACKEND.get(cfg.image_embedder.get("backend", ""))
+    return {space: dict(cfg.image_embedder)} if space else {}
+
+
+class MetricsFile:
+    """``<run>/metrics.json``, its only writer: the release's metrics (:meth:`write_final`) and the
+    per-iteration curve (:meth:`add_iteration`), each keeping what the other wrote. Every write is atomic
+    and the file always says it is not differentially private."""
+
+    def __init__(self, run_dir: RunDir):
+        self.path = run_dir.path / "metrics.json"
+
+    def read(self) -> dict[str, Any]:
+        return read_json(self.path) if self.path.is_file() else {}
+
+    def has_iteration(self, iteration: int) -> bool:
+        return any(r.get("iteration") == iteration for r in self.read().get("per_iteration", []))
+
+    def add_iteration(self, row: dict[str, Any]) -> None:
+        """Add (or replace) one iteration's row of the ``per_iteration`` curve, kept sorted by iteration."""
+        from spti.metrics import NOT_DP
+
+        data = self.read()
+        others = [r for r in data.get("per_iteration", []) if r.get("iteration") != row["iteration"]]
+        data["per_iteration"] = sorted(others + [row], key=lambda r: r["iteration"])
+        for k, v in NOT_DP.items():
+            data.setdefault(k, v)
+        atomic_write_json(self.path, data)
+
+    def write_final(self, result: dict[str, Any]) -> None:
+        """Write the release's metrics (``evaluate()``'s result), keeping a ``per_iteration`` curve already
+        in the file."""
+        try:
+            old = self.read()
+        except (OSError, ValueError):  # a damaged file is replaced
+            old = None
+        if isinstance(old, dict) and "per_iteration" in old and "per_iteration" not in result:
+            result = {**result, "per_iteration": old["per_iteration"]}
+        atomic_write_json(self.path, result)
+        logger.info("evaluate: wrote %s", self.path)
+
+
+def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
+    """Final metrics of the release against the private images (NOT differentially private)."""
+    from spti.data.images import IngestResult
+    from spti.metrics.evaluate import evaluate
+
+    res = evaluate(
+        IngestResult.load(run_dir.private),
+        run_dir.release,
+        metrics=tuple(cfg.evaluate.metrics),
+        embedders=_eval_embedders(cfg),
+        prdc_space=_eval_space(cfg),
+        memorization_space=_eval_space(cfg),
+        cache_dir=run_dir.cache / "eval",
+        max_images=cfg.evaluate.max_images,
+    )
+    MetricsFile(run_dir).write_final(res)
+    run_dir.mark_stage("evaluate", metrics=list(cfg.evaluate.metrics))
+    return res
+
+
+def _curve_values(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one evaluation worth a curve: each metric's ``value``, or for PRDC its four scores."""
+    out: dict[str, float] = {}
+    for name, entry in metrics.items():
+        if not isinstance(entry, dict):
+            continue
+        if isinstance(entry.get("value"), (int, float)):
+            out[name] = float(entry["value"])
+        for k in ("precision", "recall", "density", "coverage"):
+            if isinstance(entry.get(k), (int, float)):
+                out[f"{name}.{k}"] = float(entry[k])
+    return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+class PerIterationEvaluator:
+    """``evaluate.per_iteration``: after each PE iteration, render the population (one image per caption,
+    through ``render_cache``), list which image belongs to which caption in the iteration's
+    ``population_images.jsonl`` (for the report's per-iteration grids) and add the iteration's metrics to
+    ``metrics.json``'s ``per_iteration`` curve. Idempotent: an iteration already evaluated is skipped, so a
+    resumed run does not duplicate rows. Memorization is left to the final evaluation."""
+
+    def __init__(self, run_dir: RunDir, cfg: Config, render_cache: RenderCache, ingest_result):
+        self.run_dir, self.cfg, self.render_cache, self.ingest_result = run_dir, cfg, render_cache, ingest_result
+        self.metrics = tuple(m for m in cfg.evaluate.metrics if m != "memorization")
+        self.metrics_file = MetricsFile(run_dir)
+
+    def __call__(self, rec: IterationRecord) -> None:
+        from PIL import Image
+
+        from spti.metrics.evaluate import evaluate
+
+        if self.metrics_file.has_iteration(rec.iteration) or not self.metrics:
+            return
+        pairs = [(t, render_seed(self.cfg.render.seed, 0)) for t in rec.population]
+        paths = self.render_cache.get_paths(pairs, desc=f"rendering population {rec.iteration}")
+        atomic_write_jsonl(
+            self.run_dir.checkpoints / f"iter_{rec.iteration:03d}" / POPULATION_IMAGES,
+            ({"text": t, "image": p.relative_to(self.run_dir.path).as_posix()} for t, p in zip(rec.population, paths)),
+        )
+        images = []
+        for p in paths:
+            with Image.open(p) as im:
+                images.append(im.convert("RGB"))
+        res = evaluate(
+            self.ingest_result, images, metrics=self.metrics, embedders=_eval_embedders(self.cfg),
+            prdc_space=_eval_space(self.cfg),
+            cache_dir=self.run_dir.cache / "eval", max_images=self.cfg.evaluate.max_images, captions=list(rec.population),
+        )
+        row = {"iteration": rec.iteration, **_curve_values(res.get("metrics", {}))}
+        self.metrics_file.add_iteration(row)
+        logger.info("iteration %d metrics: %s", rec.iteration, ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "iteration"))
+
+
+def per_iteration_evaluator(run_dir: RunDir, cfg: Config, ingest_result,
+                            renders: RenderCache | None) -> PerIterationEvaluator | None:
+    """The evaluator to call after each PE iteration, or None when ``evaluate.per_iteration`` is off.
+
+    Image voting passes the loop's render cache (``renders``): the population was rendered while
+    voting, so evaluating it costs no renderer call. Text voting has none: its populations are rendered
+    with the release renderer, counted under ``renderer_calls.per_iteration``."""
+    if not (cfg.evaluate.per_iteration and cfg.evaluate.metrics):
+        return None
+    if renders is None:
+        renderer = build_run_renderer(run_dir, cfg, cfg.release_renderer or cfg.renderer)
+        renders = RenderCache(run_dir.cache, renderer, Counter(run_dir.stats().get("renderer_calls", {})), "per_iteration")
+    return PerIterationEvaluator(run_dir, cfg, renders, ingest_result)
