@@ -67,7 +67,7 @@ import numpy as np
 
 from spti.errors import InputError
 from spti.log import logger
-from spti.pe.histogram import contribution_weights, normalize_rows, vote_histogram
+from spti.pe.histogram import contribution_weights, normalize_rows, release_histogram, vote_histogram
 from spti.pe.selection import threshold_counts
 from spti.privacy import NoiseSource, epsilon_from_sigma
 
@@ -130,8 +130,8 @@ def gaussian_noise_fn(sigma: float, noise: NoiseSource | None = None) -> NoiseFn
     source = noise if noise is not None else NoiseSource()
     s = float(sigma)
 
-    def add_noise(counts: np.ndarray, draw: int) -> np.ndarray:
-        return counts + source.gaussian(counts.shape, s, iteration=draw)
+    def add_noise(counts: np.ndarray, draw: int) -> np.ndarray:  # the engine's own release function
+        return release_histogram(counts, s, noise=source, iteration=draw)[0]
 
     add_noise.description = f"gaussian(sigma={s:.6g}, {'secure' if source.secure else 'INSECURE seeded'})"  # type: ignore[attr-defined]
     return add_noise
@@ -173,6 +173,31 @@ class HistogramMechanism:
         fn = gaussian_noise_fn(sigma, noise)
         return cls(noise_fn=fn, threshold=threshold, nn_backend=nn_backend, chunk_size=chunk_size,
                    normalize=normalize, sigma=float(sigma), noise_description=fn.description)  # type: ignore[attr-defined]
+
+    @classmethod
+    def discrete(cls, sigma: float, grid: int, *, noise: NoiseSource | None = None, threshold: float | None = None,
+                 nn_backend: str = "auto", chunk_size: int = 4096, normalize: bool = True) -> HistogramMechanism:
+        """The mechanism of a run with ``privacy.noise: discrete``: integer votes on the grid ``grid``
+        (:func:`~spti.pe.histogram.vote_weights`), the exact discrete Gaussian of the engine's own
+        :func:`~spti.pe.histogram.release_histogram`. Sensitivity ``grid`` (grid units). The release is
+        kept in grid units (the engine divides by ``grid``; multiplying back is a bijection, so the test
+        statistic and the bound are unchanged, and the clean and released counts share one unit)."""
+        from spti.pe.histogram import vote_weights
+
+        source = noise if noise is not None else NoiseSource()
+        s, g = float(sigma), int(grid)
+
+        def add_noise(counts: np.ndarray, draw: int) -> np.ndarray:
+            return release_histogram(counts, s, noise=source, iteration=draw, kind="discrete", grid=g)[0] * g
+
+        def weights(owners: Sequence | None, n_rows: int) -> np.ndarray:
+            return vote_weights(owners, n_rows, noise="discrete", grid=g)
+
+        desc = f"discrete gaussian(sigma={s:.6g}, grid={g}, {'secure' if source.secure else 'INSECURE seeded'})"
+        add_noise.description = desc  # type: ignore[attr-defined]
+        return cls(noise_fn=add_noise, threshold=None if threshold is None else threshold * g,
+                   nn_backend=nn_backend, chunk_size=chunk_size, normalize=normalize, weights_fn=weights,
+                   sigma=s, noise_description=desc, sensitivity=float(g))
 
     def weights(self, owners: Sequence | None, n_rows: int) -> np.ndarray:
         return np.asarray(self.weights_fn(owners, n_rows), dtype=np.float64)
@@ -353,10 +378,16 @@ def epsilon_lower_bound(scores_d: np.ndarray, scores_d_prime: np.ndarray, *, del
     }
 
 
-def per_release_epsilon(sigma: float, delta: float) -> float:
-    """ε of ONE histogram (T = 1) with noise σ at δ, from the accountant; ∞ without noise."""
+def per_release_epsilon(sigma: float, delta: float, *, noise: str = "gaussian", unit: str = "record",
+                        grid: int | None = None) -> float:
+    """ε of ONE histogram (T = 1) with noise σ at δ, from the accountant proven for the noise kind (exact
+    GDP for the Gaussian; the discrete Gaussian's zCDP bound on the vote grid ``grid``); ∞ without noise."""
     if sigma is None or sigma <= 0:
         return math.inf
+    if noise == "discrete":
+        from spti.privacy.discrete import epsilon_discrete
+
+        return epsilon_discrete(float(sigma), 1, float(delta), unit=unit, scale=1 if grid is None else int(grid))
     return epsilon_from_sigma(float(sigma), 1, float(delta))
 
 
@@ -637,11 +668,15 @@ def audit_run(
     variations are not on disk), a synthetic candidate set of the same size is used: random unit vectors
     from a fixed public seed (:data:`SYNTHETIC_CANDIDATES_SEED`). The result's ``candidates`` says which.
 
-    The mechanism is the run's: Gaussian noise of the budget's σ from ``noise`` (default: a secure
-    :class:`NoiseSource`), ``pe.nn_backend``/``chunk_size``/``normalize``, and ``threshold="config"``
-    (``pe.threshold``: what selection sees; None audits the noisy histogram itself). ``mechanism`` replaces
-    it whole (e.g. a run that used the discrete sampler); the claim still comes from the run's budget. Writes ``private/audit.json`` (:data:`AUDIT_FILE`) unless ``write=False``; nothing
-    goes to release/.
+    The mechanism is the run's, built from the budget it recorded: the engine's release function
+    (:func:`spti.pe.histogram.release_histogram`) with the budget's σ and noise kind — the Gaussian
+    (:meth:`HistogramMechanism.gaussian`) or, for ``privacy.noise: discrete``, the exact discrete Gaussian on
+    the budget's integer vote grid (:meth:`HistogramMechanism.discrete`; its exact sampler is slower per draw,
+    so ``full_histogram=False`` suits it) — drawing from ``noise`` (default: a secure :class:`NoiseSource`),
+    with ``pe.nn_backend``/``chunk_size``/``normalize`` and ``threshold="config"`` (``pe.threshold``: what
+    selection sees; None audits the noisy histogram itself). ``mechanism`` replaces it whole. The claim is
+    the ε of one histogram by the accountant proven for the noise kind (:func:`per_release_epsilon`). Writes
+    ``private/audit.json`` (:data:`AUDIT_FILE`) unless ``write=False``; nothing goes to release/.
     """
     from spti.data.io import atomic_write_json, read_json
     from spti.data.run import RunDir
@@ -683,14 +718,20 @@ def audit_run(
     cand, cand_info = _candidate_features(run, cfg, t, embed_key, feats.shape[1])
 
     th = pe.threshold if threshold == "config" else threshold
-    mech = mechanism if mechanism is not None else HistogramMechanism.gaussian(
-        budget.sigma, noise=noise, threshold=th, nn_backend=pe.nn_backend, chunk_size=pe.chunk_size,
-        normalize=pe.normalize)
+    kind = getattr(budget, "noise", "gaussian")
+    grid = getattr(budget, "grid", None)
+    common = dict(noise=noise, threshold=th, nn_backend=pe.nn_backend, chunk_size=pe.chunk_size, normalize=pe.normalize)
+    if mechanism is not None:
+        mech = mechanism
+    elif kind == "discrete" and budget.private:
+        mech = HistogramMechanism.discrete(budget.sigma, grid if grid is not None else 1, **common)
+    else:
+        mech = HistogramMechanism.gaussian(budget.sigma, **common)
     rows = canary_rows if canary_rows is not None else (3 if owners is not None else 1)
+    claim = per_release_epsilon(budget.sigma, budget.delta, noise=kind, unit=budget.unit, grid=grid)
     result = audit_histogram_mechanism(
         feats, cand, mechanism=mech, owners=owners, trials=trials, canary=canary, canary_rows=rows,
-        alpha=alpha, delta=budget.delta, claimed_epsilon=per_release_epsilon(budget.sigma, budget.delta),
-        full_histogram=full_histogram,
+        alpha=alpha, delta=budget.delta, claimed_epsilon=claim, full_histogram=full_histogram,
     )
     result.claimed_epsilon_run = budget.epsilon
     result.iterations = budget.iterations

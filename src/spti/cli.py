@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import sys
@@ -17,11 +19,18 @@ from spti.errors import SptiError
 def _add_budget(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("privacy budget")
     g.add_argument("--epsilon", type=_float_or_inf, help="target epsilon (default 1)")
-    g.add_argument("--delta", type=float, help="delta (default 1/(N ln N))")
+    g.add_argument("--delta", type=float,
+                   help="delta (default 1/(N ln N), which treats N as public; e.g. 1e-6 makes sigma independent of N)")
     g.add_argument("--sigma", type=float, help="noise multiplier instead of --epsilon")
     g.add_argument("--unit", choices=("record", "user"), help="unit of privacy (default record)")
+    g.add_argument("--num-private-bound", type=int,
+                   help="a PUBLIC upper bound on the number of private records/users, used and published instead of it")
+    g.add_argument("--noise", choices=("gaussian", "discrete"),
+                   help="DP noise: gaussian (default, exact GDP accounting) or discrete (exact integer sampler, zCDP bound)")
+    g.add_argument("--grid", type=int, help="discrete noise: integer vote grid (default 1 per record, 2520 per user)")
     g.add_argument("--not-private", action="store_true", help="no noise at all; recorded as NOT private")
-    g.add_argument("--insecure-noise-seed", type=int, help="TESTS ONLY: reproducible noise, recorded as insecure")
+    g.add_argument("--insecure-noise-seed", type=int,
+                   help="TESTS ONLY: reproducible noise; the run is recorded as NOT private")
 
 
 def _add_pe(p: argparse.ArgumentParser) -> None:
@@ -62,6 +71,9 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         "privacy.sigma": g("sigma"),
         "privacy.unit": g("unit"),
         "privacy.insecure_noise_seed": g("insecure_noise_seed"),
+        "privacy.num_private_bound": g("num_private_bound"),
+        "privacy.noise": g("noise"),
+        "privacy.grid": g("grid"),
         "generation.domain": g("domain"),
         "pe.iterations": g("iterations"),
         "pe.population": g("population"),
@@ -103,7 +115,7 @@ def _config(a: argparse.Namespace, extra: dict[str, Any] | None = None):
     cfg = base.merged(o)
     # What dotted overrides cannot say (Config.merged skips None values) is set on the dict: --sigma clears the
     # default epsilon, --llm replaces the whole llm section (no options of another backend carried over).
-    d = cfg.to_dict()
+    d = cfg.to_dict(redact=False)  # a live config: keeps the user's credentials
     if getattr(a, "sigma", None) is not None:
         d["privacy"]["epsilon"] = None
     if getattr(a, "llm", None):
@@ -117,20 +129,41 @@ def _config(a: argparse.Namespace, extra: dict[str, Any] | None = None):
 
 # ---------------------------------------------------------------------------- commands
 def cmd_privacy(a: argparse.Namespace) -> int:
-    from spti.privacy import PrivacyBudget
+    """ε ↔ σ for T iterations and N private units, with what the guarantee assumes about N, a warning when δ
+    is too large to mean anything, and (``--noise discrete``) the exact sampler's ε next to the continuous one."""
+    from spti.privacy import PrivacyBudget, compare_noise, dataset_size_statement, delta_warning
 
     if a.sigma is not None and a.epsilon is not None:
         raise SptiError("give --epsilon or --sigma, not both")
+    if a.num_private is None and a.num_private_bound is None:
+        raise SptiError("give --num-private (N) or --num-private-bound (a public upper bound on N)")
+    if a.num_private is not None and a.num_private_bound is not None and a.num_private > a.num_private_bound:
+        raise SptiError("--num-private is above --num-private-bound: the bound must be an upper bound on N")
     unit = a.unit or "record"
+    n = a.num_private_bound if a.num_private_bound is not None else a.num_private
+    kw: dict[str, Any] = dict(delta=a.delta, unit=unit, noise=a.noise or "gaussian", grid=a.grid,
+                              num_private_is_bound=a.num_private_bound is not None)
     if a.sigma is not None:
-        b = PrivacyBudget.from_sigma(a.sigma, a.iterations, a.num_private, delta=a.delta, unit=unit)
+        b = PrivacyBudget.from_sigma(a.sigma, a.iterations, n, **kw)
     else:
         eps = 1.0 if a.epsilon is None else a.epsilon
-        b = PrivacyBudget.from_epsilon(eps, a.iterations, a.num_private, delta=a.delta, unit=unit)
+        b = PrivacyBudget.from_epsilon(eps, a.iterations, n, **kw)
+    comparison = compare_noise(b.sigma, b.iterations, b.delta, unit=b.unit, scale=b.grid) if b.noise == "discrete" else None
+    warning = delta_warning(b)
     if a.json:
-        print(json.dumps(b.to_dict(), indent=2))
+        d = b.to_dict()
+        d["dataset_size"] = dataset_size_statement(b)
+        d["warnings"] = [warning] if warning else []
+        if comparison is not None:
+            d["noise_comparison"] = comparison.to_dict()
+        print(json.dumps(d, indent=2))
     else:
         print(b.describe())
+        if comparison is not None:
+            print(f"noise: {comparison.describe()}")
+        print(f"N: {dataset_size_statement(b)}")
+        if warning:
+            print(f"WARNING: {warning}")
     return 0
 
 
@@ -141,7 +174,7 @@ def cmd_evolve(a: argparse.Namespace) -> int:
     cfg = _config(a, extra)
     if a.dry_run:
         return _print_plan(cfg, "evolve")
-    run_dir = evolve_texts(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    run_dir = evolve_texts(cfg, command="evolve")  # the subcommand only: argv names the private data
     print(f"DP captions: {run_dir.release / 'dp_captions.jsonl'}")
     print(f"privacy:     {run_dir.privacy_path}")
     return 0
@@ -153,7 +186,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     cfg = _config(a, {"data.private": a.data})
     if a.dry_run:
         return _print_plan(cfg, "run")
-    run_dir = run(cfg, command=" ".join(["spti", *sys.argv[1:]]))
+    run_dir = run(cfg, command="run")  # the subcommand only: argv names the private data
     print(f"release: {run_dir.release}")
     if (run_dir.path / "report.html").is_file():
         print(f"report:  {run_dir.path / 'report.html'}")
@@ -175,7 +208,7 @@ def cmd_caption(a: argparse.Namespace) -> int:
 def cmd_render(a: argparse.Namespace) -> int:
     from spti.data.io import read_jsonl
     from spti.stages import finish_release_docs, open_run
-    from spti.stages.render import render_stage
+    from spti.stages.render import caption_provenance, mark_release_coverage, render_stage
 
     cfg = _config(a)
     texts = [r["text"] for r in read_jsonl(a.captions)]
@@ -184,10 +217,40 @@ def cmd_render(a: argparse.Namespace) -> int:
     run_dir = open_run(cfg, "render", post_processing=True)
     if a.renderer:
         cfg = cfg.merged({"release_renderer": {"backend": a.renderer, **({"model": a.renderer_model} if a.renderer_model else {})}})
+    provenance = caption_provenance(run_dir, texts)  # before rendering: the run's own captions, or not?
     rows = render_stage(run_dir, cfg, texts)
     finish_release_docs(run_dir, cfg)
+    mark_release_coverage(run_dir, provenance)
     print(f"rendered {len(rows)} images: {run_dir.release}")
+    if not provenance["covered"]:
+        print("privacy: NOT covered by this run's ledger (the captions are not this run's DP captions); "
+              f"see {run_dir.release / 'privacy.json'}")
     return 0
+
+
+#: ``spti audit``'s exit status when the measured lower bound exceeds the claim (a privacy violation).
+AUDIT_VIOLATION_EXIT = 3
+
+
+def cmd_audit(a: argparse.Namespace) -> int:
+    from spti.audit import AUDIT_FILE, audit_run
+
+    from spti.data.run import RunDir
+
+    with RunDir(a.run).lock() if RunDir(a.run).is_run() else contextlib.nullcontext():  # one command per folder
+        result = audit_run(a.run, trials=a.trials, alpha=a.alpha, iteration=a.iteration, full_histogram=not a.bin_only)
+    print(result.describe())
+    print(f"({result.seconds:.1f} s; candidates: {result.candidates.get('source', '?')}, iteration "
+          f"{result.candidates.get('iteration', '?')})")
+    run = Path(a.run)
+    print(f"audit:  {run / AUDIT_FILE} (private/: it locates the canary in the private votes)")
+    if a.report:
+        from spti.report import build_report
+
+        print(f"report: {build_report(run)}")
+    elif (run / "report.html").is_file():
+        print(f"the report shows the audit once rebuilt: spti report {run}")
+    return AUDIT_VIOLATION_EXIT if result.violation else 0
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -220,8 +283,12 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 
 def cmd_report(a: argparse.Namespace) -> int:
+    from spti.data.run import RunDir
     from spti.report import build_report
 
+    run = RunDir(a.run)
+    if run.is_run():
+        run.lock()  # one command per run folder: not while a run is writing into it
     p = build_report(Path(a.run), show_private=a.show_private)
     print(f"report: {p}")
     return 0
@@ -229,9 +296,11 @@ def cmd_report(a: argparse.Namespace) -> int:
 
 def _print_plan(cfg, command: str) -> int:
     """``--dry-run``: stages, models, N, sigma for the asked epsilon, model calls per stage."""
+    from spti.preflight import preflight
+    from spti.redact import redact_secrets
     from spti.stages.budget import make_budget
 
-    cfg.validate()
+    preflight(cfg, command)  # validates, then resolves every backend the run would build (before reading data)
     pe = cfg.pe
     if command == "evolve":
         from spti.data.texts import read_texts
@@ -248,9 +317,10 @@ def _print_plan(cfg, command: str) -> int:
         "stages": (["evolve"] if command == "evolve" else ["ingest", "caption" if pe.voting == "text" else "embed private images", "evolve", "render", "report"]),
         "private": {"rows": n_rows, f"{cfg.privacy.unit}s (N)": n},
         "privacy": b.to_dict(),
-        "models": {"llm": cfg.llm, "text_embedder": cfg.text_embedder} if command == "evolve" else
-                  {"captioner": cfg.captioner, "llm": cfg.llm, "text_embedder": cfg.text_embedder,
-                   "image_embedder": cfg.image_embedder, "renderer": cfg.renderer, "release_renderer": cfg.release_renderer},
+        "models": redact_secrets(
+            {"llm": cfg.llm, "text_embedder": cfg.text_embedder} if command == "evolve" else
+            {"captioner": cfg.captioner, "llm": cfg.llm, "text_embedder": cfg.text_embedder,
+             "image_embedder": cfg.image_embedder, "renderer": cfg.renderer, "release_renderer": cfg.release_renderer}),
         "calls": {"llm": llm_calls},
         "evaluate": cfg.evaluate.to_dict() if hasattr(cfg.evaluate, "to_dict") else vars(cfg.evaluate),
     }
@@ -276,7 +346,9 @@ def _count_images(p: Path) -> int:
     if not p.exists():
         raise SptiError(f"private data not found: {p}")
     if p.is_file():
-        return sum(1 for _ in open(p, encoding="utf-8")) - 1
+        from spti.data.io import iter_text_lines
+
+        return sum(1 for _ in iter_text_lines(p)) - 1  # InputError naming a line that is not UTF-8
     return len(list_images(p))
 
 
@@ -293,8 +365,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sigma", type=float)
     s.add_argument("--delta", type=float)
     s.add_argument("--iterations", type=int, required=True)
-    s.add_argument("--num-private", type=int, required=True, help="N: private records (or users)")
+    s.add_argument("--num-private", type=int, help="N: private records (or users); treated as public")
+    s.add_argument("--num-private-bound", type=int,
+                   help="a PUBLIC upper bound on N, used (default delta, the record) instead of N")
     s.add_argument("--unit", choices=("record", "user"))
+    s.add_argument("--noise", choices=("gaussian", "discrete"),
+                   help="discrete: account the exact discrete Gaussian (zCDP bound) and show its cost next to the "
+                        "continuous Gaussian's epsilon")
+    s.add_argument("--grid", type=int, help="discrete noise: integer vote grid (default 1 per record, 2520 per user)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_privacy)
 
@@ -357,6 +435,34 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-v", "--verbose", action="store_true")
     s.set_defaults(fn=cmd_evaluate)
 
+    s = sub.add_parser(
+        "audit",
+        help="empirical lower bound on epsilon: a black-box audit of a run's noisy vote histogram",
+        description=(
+            "Audit the histogram mechanism of a run (its private features, vote weights, nearest-neighbour "
+            "vote, threshold and noise sampler): neighbouring private sets D and D' = D + one worst-case canary, "
+            "the noisy release drawn TRIALS times on each, the best threshold test, and Clopper-Pearson bounds "
+            "on its error rates give a lower bound on epsilon that holds with confidence 1 - ALPHA. It is "
+            "compared with the claimed epsilon of ONE histogram (the whole run's epsilon is shown beside it). "
+            "The audit can find a violation, never prove privacy: a bound below the claim is consistent with "
+            "it. Writes RUN/private/audit.json (it locates the canary in the private votes); `spti report` "
+            "shows its publishable summary."
+        ),
+        epilog=(f"exit status: 0 when the bound is at most the claim, {AUDIT_VIOLATION_EXIT} when it exceeds it "
+                "(a violation: the implementation is less private than it says), 2 on an error"),
+    )
+    s.add_argument("run", help="the run folder")
+    s.add_argument("--trials", type=int, default=100_000, help="releases drawn for D and again for D' (default 100000)")
+    s.add_argument("--alpha", type=float, default=0.05, help="1 - confidence of the bound (default 0.05)")
+    s.add_argument("--iteration", type=int, help="PE iteration whose candidates are the bins (default: the last)")
+    s.add_argument("--bin-only", action="store_true",
+                   help="draw noise only for the bins the canary changes (same statistic, much faster for "
+                        "large populations and for privacy.noise: discrete) instead of for the whole histogram "
+                        "as the engine does")
+    s.add_argument("--report", action="store_true", help="rebuild RUN/report.html with the audit section")
+    s.add_argument("-v", "--verbose", action="store_true")
+    s.set_defaults(fn=cmd_audit)
+
     s = sub.add_parser("report", help="self-contained HTML report of a run")
     s.add_argument("run")
     s.add_argument("--show-private", action="store_true", help="include private images (WARNING banner)")
@@ -371,14 +477,40 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
     if getattr(args, "no_progress", False):
         set_progress(False)
+    from spti.models._guard import backend_stage
+
+    verbose = bool(getattr(args, "verbose", False))
     try:
-        return int(args.fn(args) or 0)
+        with backend_stage(args.command):  # a backend failing inside a command names it and the stage
+            return int(args.fn(args) or 0)
     except SptiError as e:
-        print(f"spti: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e), e, verbose)
+    except OSError as e:
+        # the user's environment, not a bug: a full disk or quota, a folder spti may not write or read
+        if e.errno in _NO_SPACE:
+            where = f" in {Path(e.filename).parent}" if e.filename else ""
+            return _fail(f"no space left{where} ({e.strerror}); free space and run the same command again", e, verbose)
+        if isinstance(e, PermissionError):
+            return _fail(f"permission denied: {e.filename or e}; check the folder's permissions or choose another", e, verbose)
+        raise
     except KeyboardInterrupt:
         print("spti: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+
+
+#: errno values of a full disk or an exhausted quota.
+_NO_SPACE = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT") if hasattr(errno, n))
+
+
+def _fail(message: str, exc: BaseException, verbose: bool) -> int:
+    """A user's mistake (or their environment's): one line on stderr, exit status 2. ``-v`` adds the
+    traceback (of the underlying cause, when spti wrapped one), for a bug report."""
+    if verbose:
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    print("spti: error: " + " ".join(message.split()), file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,12 +54,21 @@ class DataConfig:
 
 @dataclass
 class PrivacyConfig:
+    """The DP budget. N (the number of private records or users) enters the default δ = 1/(N ln N), hence σ,
+    and is recorded in privacy.json: it is treated as public. ``num_private_bound`` (a public upper bound B
+    on N) replaces N everywhere (N > B is refused); an explicit ``delta`` makes σ independent of N.
+    ``noise``: "gaussian" (floating-point, exact GDP accounting) or "discrete" (the exact discrete Gaussian on
+    an integer vote ``grid``, accounted with its proven zCDP bound: a little more ε at the same σ)."""
+
     epsilon: float | None = 1.0
-    delta: float | None = None  # default 1/(N ln N)
+    delta: float | None = None  # default 1/(N ln N) (or 1/(B ln B) with num_private_bound)
     sigma: float | None = None  # give sigma instead of epsilon to fix the noise directly
     unit: str = "record"  # "record" or "user" (needs a user column / sub-folders)
     not_private: bool = False  # epsilon = infinity: no noise at all; recorded as NOT private
-    insecure_noise_seed: int | None = None  # tests only: reproducible noise, recorded as insecure
+    insecure_noise_seed: int | None = None  # tests only: reproducible noise, recorded as NOT private
+    noise: str = "gaussian"  # "gaussian" or "discrete" (exact discrete Gaussian, spti.privacy.discrete)
+    grid: int | None = None  # discrete only: integer vote grid; None: 1 (record level), 2520 (user level)
+    num_private_bound: int | None = None  # a PUBLIC upper bound on N, used and published instead of N
 
 
 @dataclass
@@ -70,6 +79,7 @@ class GenerationConfig:
     attributes: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_ATTRIBUTES.items()})
     tones: list[str] = field(default_factory=lambda: list(DEFAULT_TONES))
     examples: list[str] = field(default_factory=list)  # PUBLIC or already-DP example captions only
+    examples_per_prompt: int = 3  # examples shown in each random-API prompt (drawn from ``examples``)
     variation_mode: str = "fill_in"
     mask_prob: float = 0.5
     length_std: float = 3.0
@@ -146,23 +156,33 @@ class Config:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
-        try:
-            d = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        d = read_yaml_file(p)
         if d is not None and not isinstance(d, dict):
             raise ConfigError(f"{p}: the top level must be a mapping")
-        return cls.from_dict(d)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:  # name the file: the config may come from a run folder's config.yaml
+            raise type(e)(f"{p}: {e}") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def to_dict(self, *, redact: bool = True) -> dict[str, Any]:
+        """The config as plain data. Credentials (``extra_headers``, any ``*_key`` / ``*token`` / ``password``
+        option) are replaced by hashed markers (:mod:`spti.redact`) unless ``redact=False``: whatever writes
+        a config somewhere (config.yaml, a manifest, a report) gets the safe form by default; only code that
+        builds another live Config from this one asks for the secrets."""
+        d = asdict(self)
+        if redact:
+            from spti.redact import redact_secrets
+
+            d = redact_secrets(d)
+        return d
 
     def to_yaml(self) -> str:
+        """The resolved config as written to a run folder's ``config.yaml`` (credentials redacted)."""
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
     def merged(self, overrides: dict[str, Any]) -> Config:
         """A copy with dotted-key overrides applied (``{"pe.iterations": 2}``); None values are ignored."""
-        d = self.to_dict()
+        d = self.to_dict(redact=False)
         for key, value in overrides.items():
             if value is None:
                 continue
@@ -195,11 +215,15 @@ class Config:
         _check(gen.min_length >= 1, "generation.min_length must be >= 1")
         _check(gen.max_length >= gen.min_length, "generation.max_length must be >= generation.min_length")
         _check(gen.max_new_tokens >= 1, "generation.max_new_tokens must be >= 1")
-        _check(gen.temperature >= 0, "generation.temperature must be >= 0")
+        _check(math.isfinite(gen.length_std) and gen.length_std >= 0,
+               "generation.length_std must be a finite number >= 0 (the spread of the target caption length, in words)")
+        _check(math.isfinite(gen.temperature) and gen.temperature >= 0, "generation.temperature must be a finite number >= 0")
         _check(0 < gen.top_p <= 1, "generation.top_p must be in (0, 1]")
         _check(gen.max_retries >= 0, "generation.max_retries must be >= 0")
+        _check(gen.examples_per_prompt >= 1, "generation.examples_per_prompt must be >= 1")
         _check(bool(gen.domain and gen.domain.strip()), "generation.domain must describe the data (e.g. 'a photo of a bedroom')")
         _check(all(isinstance(v, list) and v for v in gen.attributes.values()), "generation.attributes: each key needs a non-empty list")
+        check_templates(gen)
         _check(pr.unit in UNITS, f"privacy.unit must be one of {UNITS}")
         _check(self.render.images_per_caption >= 1, "render.images_per_caption must be >= 1")
         if pr.unit == "user":
@@ -212,12 +236,105 @@ class Config:
                 (pr.epsilon is None) != (pr.sigma is None),
                 "give exactly one of privacy.epsilon and privacy.sigma (or privacy.not_private: true)",
             )
+        _check_privacy_extras(pr)
         if need_private:
             _check(bool(self.data.private), "data.private: the private data to use is required")
         for role in ("llm", "text_embedder", "captioner", "renderer", "image_embedder"):
             v = getattr(self, role)
             _check(isinstance(v, dict) and isinstance(v.get("backend"), str), f"{role}: needs a 'backend' name")
         return self
+
+
+#: The variables each prompt template is formatted with (:class:`spti.pe.generation.TextGenerator`), and
+#: the one each variation template must use (without it the LLM never sees the parent caption).
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "random_template": ("domain", "tone", "focus", "length", "examples", "example_lines"),  # + generation.attributes' keys
+    "fill_in_template": ("domain", "length", "masked", "tone"),
+    "rephrase_template": ("domain", "length", "text", "tone"),
+}
+REQUIRED_TEMPLATE_FIELDS = {"fill_in_template": "masked", "rephrase_template": "text"}
+
+
+def check_templates(gen: GenerationConfig) -> None:
+    """Every prompt template given in ``generation`` must format with the variables the generator passes:
+    balanced braces, named placeholders only, each a known variable (listed in the error), format specs
+    that apply to text. Checked by ``Config.validate`` so that ``--dry-run`` finds a bad template before
+    any private data is read, rather than the LLM stage after the first noisy histogram."""
+    import string
+
+    for name, known in TEMPLATE_FIELDS.items():
+        template = getattr(gen, name)
+        if template is None or template == "":
+            continue
+        key = f"generation.{name}"
+        variables = set(known) | (set(gen.attributes) if name == "random_template" else set())
+        avail = ", ".join("{" + v + "}" for v in sorted(variables))
+        try:
+            parts = list(string.Formatter().parse(template))
+        except ValueError as e:
+            raise ConfigError(f"{key}: malformed template ({e}); write {{{{ and }}}} for literal braces") from None
+        used: set[str] = set()
+        for _, field_name, _, _ in parts:
+            if field_name is None:
+                continue
+            if field_name == "" or field_name.isdigit():
+                raise ConfigError(f"{key}: placeholders must be named, e.g. {{domain}}; available: {avail}")
+            if not field_name.isidentifier():
+                raise ConfigError(f"{key}: placeholder {{{field_name}}} must be a plain name; available: {avail}")
+            if field_name not in variables:
+                raise ConfigError(
+                    f"{key}: unknown placeholder {{{field_name}}}; available: {avail} "
+                    "(write {{ and }} for literal braces)"
+                )
+            used.add(field_name)
+        try:
+            template.format_map({v: "x" for v in variables})
+        except (ValueError, TypeError, KeyError, IndexError) as e:
+            raise ConfigError(f"{key}: the template does not format ({type(e).__name__}: {e})") from None
+        need = REQUIRED_TEMPLATE_FIELDS.get(name)
+        if need and need not in used:
+            raise ConfigError(f"{key}: must contain {{{need}}}, where the parent caption goes")
+
+
+def read_yaml_file(p: Path) -> Any:
+    """A YAML file's content (safe-loaded), or ConfigError with one clear line for every way a user's file
+    can be unusable: unreadable, not UTF-8 (naming the line), not YAML, or nested too deeply."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read the config file ({e.strerror or type(e).__name__})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{p}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the config file as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {' '.join(str(e).split())}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: the YAML is nested too deeply to be a spti config") from None
+
+
+NOISE_KINDS = ("gaussian", "discrete")  # = spti.privacy.discrete.NOISE_KINDS (config imports no numpy)
+
+
+def _check_privacy_extras(pr: PrivacyConfig) -> None:
+    """privacy.noise / grid / num_private_bound / delta / insecure_noise_seed: ranges and combinations."""
+    _check(pr.noise in NOISE_KINDS, f"privacy.noise must be one of {NOISE_KINDS}")
+    if pr.grid is not None:
+        _check(pr.noise == "discrete", "privacy.grid (the integer vote grid) applies only to privacy.noise: discrete")
+        _check(pr.grid >= 1, "privacy.grid must be an integer >= 1 (e.g. 2520 for user-level votes)")
+    if pr.num_private_bound is not None:
+        _check(pr.num_private_bound >= 1, "privacy.num_private_bound must be an integer >= 1 (a public upper "
+               "bound on the number of private records or users)")
+    if pr.delta is not None:
+        _check(math.isfinite(pr.delta) and 0 < pr.delta < 1, "privacy.delta must be strictly between 0 and 1 "
+               "(e.g. 1e-6), or left unset for the default 1/(N ln N)")
+    if pr.insecure_noise_seed is not None:
+        _check(pr.insecure_noise_seed >= 0, "privacy.insecure_noise_seed must be an integer >= 0")
 
 
 def _check(ok: bool, msg: str) -> None:
@@ -230,6 +347,9 @@ def _from_dict(cls: type, d: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(d).__name__}")
     hints = get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    odd = [k for k in d if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'}: keys must be names, got {odd[0]!r}; known: {', '.join(sorted(names))}")
     unknown = sorted(set(d) - names)
     if unknown:
         raise ConfigError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; known: {', '.join(sorted(names))}")

@@ -121,11 +121,12 @@ def run_demo(out: str | Path = "runs/demo", *, num_private: int = DEFAULTS["num_
     examples = _public_examples(train_x, pool_idx, num_examples, rng) if num_examples else []
     cfg = Config.from_dict(demo_config(out, population=population, iterations=iterations, variations=variations,
                                        epsilon=epsilon, voting=voting, seed=seed, progress=progress, examples=examples))
-    RunDir.open(out, cfg, command="demo")  # the folder is a run folder before the images are written into it
-    _write_pngs(test_x[priv_idx], Path(cfg.data.private))
-    _write_pngs(train_x[pool_idx], Path(cfg.data.public_pool))
-    logger.info("demo: %d private Fashion-MNIST test images, %d public train images in the pool", num_private, pool_size)
-    run_dir = run(cfg, command="demo")
+    # the folder is a run folder (and locked) before the images are written into it
+    with RunDir.open(out, cfg, command="demo"):
+        _write_pngs(test_x[priv_idx], Path(cfg.data.private))
+        _write_pngs(train_x[pool_idx], Path(cfg.data.public_pool))
+        logger.info("demo: %d private Fashion-MNIST test images, %d public train images in the pool", num_private, pool_size)
+        run_dir = run(cfg, command="demo")
     _print_class_mix(run_dir, cfg, test_y[priv_idx], train_y[pool_idx])
     return run_dir
 

@@ -29,3 +29,17 @@ class BackendError(SptiError, RuntimeError):
 
 class RunFolderError(SptiError):
     """The run folder is in a state that would make spti overwrite or mix results."""
+
+
+class DiskFullError(SptiError, OSError):
+    """A write failed because the disk or the user's quota is full. Also an OSError (with ``errno`` and
+    ``filename`` of the failed write), so code that handles I/O errors still sees one; its message says
+    where space is missing and that the same command resumes once space is freed."""
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno = errno
+        self.filename = filename
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "no space left on device"

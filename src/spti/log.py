@@ -1,8 +1,15 @@
 """The ``spti`` logger and progress bars.
 
 One named logger (``spti``) so that applications can route or silence spti's messages. Rule: nothing
-private (captions, file contents, embeddings) is ever passed to it; counts, sizes, timings, model ids and
-the user's own paths are fine.
+private (captions, file contents, embeddings, private file names) is ever passed to it; counts, sizes,
+timings, model ids, metric values and the user's own paths are fine.
+
+Hence the run's log file (``spti.log``) is NOT differentially private: it holds exact counts computed from
+the private data (images ingested, skipped, duplicates, users, empty captions) and metric values measured
+against it. It is the data owner's diagnostic record and says so in its first line
+(:data:`RUN_LOG_HEADER`); only ``release/`` is meant to be published. Why not a DP log instead: every
+``logger`` call of every module (and of plug-in backends) would have to be policed for counts forever, and a
+log without the number of skipped files is useless to the person who must fix their data.
 """
 
 from __future__ import annotations
@@ -16,6 +23,12 @@ from typing import TypeVar
 
 logger = logging.getLogger("spti")
 
+#: The first line of every run log file (written when the file is created).
+RUN_LOG_HEADER = (
+    "# spti run log. NOT differentially private: this log holds counts computed from private data and metric "
+    "values; keep it with the run, do not publish it."
+)
+
 T = TypeVar("T")
 
 _PROGRESS_ENABLED = os.environ.get("SPTI_NO_PROGRESS", "") in ("", "0")
@@ -28,6 +41,9 @@ def set_progress(enabled: bool) -> None:
     if not enabled:  # also silence the bars of the libraries spti drives (tqdm >= 4.66, huggingface_hub)
         os.environ["TQDM_DISABLE"] = "1"
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        from spti._library_bars import disable_library_bars
+
+        disable_library_bars()  # the env vars come too late for a library (or tqdm) already imported
 
 
 def progress_enabled() -> bool:
@@ -63,15 +79,21 @@ def setup_logging(level: int | str = logging.INFO) -> None:
 def attach_run_log(path: str | os.PathLike) -> None:
     """Send the ``spti`` logger's records (INFO and up) to the run's own log file at ``path``.
 
-    Why: every run keeps its own log (``spti.log``: counts, timings, model ids — nothing private), whether it
-    was started from the CLI or from Python. One run log at a time: a handler of an earlier run folder in
-    the same process is detached; attaching the same file twice is a no-op."""
+    Why: every run keeps its own log (``spti.log``: counts, timings, model ids, metric values — no caption,
+    image or private file name), whether it was started from the CLI or from Python. A new file starts with
+    :data:`RUN_LOG_HEADER`, which says that the log is not differentially private. One run log at a time: a
+    handler of an earlier run folder in the same process is detached; attaching the same file twice is a
+    no-op."""
     target = str(Path(path).resolve())
     for h in list(logger.handlers):
         if getattr(h, "_spti_run_log", None) not in (None, target):
             logger.removeHandler(h)
             h.close()
     if not any(getattr(h, "_spti_run_log", None) == target for h in logger.handlers):
+        p = Path(target)
+        if not p.is_file() or p.stat().st_size == 0:
+            with open(p, "a", encoding="utf-8") as f:
+                f.write(RUN_LOG_HEADER + "\n")
         fh = logging.FileHandler(target, encoding="utf-8")
         fh.setLevel(logging.INFO)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

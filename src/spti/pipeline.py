@@ -28,7 +28,10 @@ from spti.data.cache import RenderCache
 from spti.data.run import RunDir
 from spti.errors import ConfigError
 from spti.log import logger
+from spti.models._guard import set_stage, with_backend_stage
+from spti.pe.advice import warn_if_weak_voting
 from spti.pe.engine import PrivateSet
+from spti.preflight import preflight
 from spti.stages import finish_release_docs, open_run
 from spti.stages.evaluate import evaluate_stage, per_iteration_evaluator
 from spti.stages.evolve import CandidateEmbedderFactory, evolve_stage, image_candidates, text_candidates
@@ -46,6 +49,7 @@ from spti.stages.report import report_stage
 
 
 # ====================================================================== spti run
+@with_backend_stage("run")
 def run(config: Config | dict | str | Path, *, stop_after: int | None = None, stop_before: str | None = None,
         command: str = "run") -> RunDir:
     """The whole pipeline for a config (a :class:`Config`, a dict or a YAML path); returns the run folder.
@@ -54,14 +58,19 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
     from spti.models.llm import build_llm
 
     cfg = _as_config(config)
+    preflight(cfg, "run")  # every backend the run needs resolves: before anything is read or spent
     run_dir = open_run(cfg, command)
+    set_stage("ingest")
     ingested = ingest_stage(run_dir, cfg)
     owners, num_units = private_units(cfg, ingested)
     _stop_if(stop_before, "caption")
+    warn_if_weak_voting(cfg)  # a voting mode measured weak for this captioner (docs/QUALITY.md)
     setup_voting = setup_text_voting if cfg.pe.voting == "text" else setup_image_voting
+    set_stage("caption" if cfg.pe.voting == "text" else "private image embedding")
     voting = setup_voting(run_dir, cfg, ingested)
     _stop_if(stop_before, "evolve")
     private = PrivateSet(voting.features, owners, num_units, cfg.privacy.unit)
+    set_stage("evolve")
     llm = build_llm(cfg.llm)
     run_dir.update_manifest(models=_models_info(llm=llm, **voting.models))
     evaluator = per_iteration_evaluator(run_dir, cfg, ingested, voting.renders)
@@ -77,12 +86,16 @@ def run(config: Config | dict | str | Path, *, stop_after: int | None = None, st
     _stop_if(stop_before, "render")
     # the release reuses the renderer (and its renders) of the evolve stage unless it has its own
     reuse = evolve_renders.renderer if evolve_renders is not None and cfg.release_renderer is None else None
+    set_stage("render")
     render_stage(run_dir, cfg, outcome.population, renderer=reuse)
     finish_release_docs(run_dir, cfg)
     if cfg.evaluate.metrics:
+        set_stage("evaluate")
         evaluate_stage(run_dir, cfg)
+    set_stage("report")
     report_stage(run_dir)
     logger.info("done: release in %s", run_dir.release)
+    run_dir.close()  # the command is over: another may now work in the folder
     return run_dir
 
 
@@ -135,28 +148,36 @@ def setup_image_voting(run_dir: RunDir, cfg: Config, ingested) -> VotingSetup:
 
 
 # ====================================================================== spti evolve (texts)
+@with_backend_stage("evolve")
 def evolve_texts(cfg: Config, *, command: str = "evolve", stop_after: int | None = None) -> RunDir:
     """Aug-PE on a private text file: the ``spti evolve`` command."""
     from spti.data.texts import read_texts
     from spti.models.llm import build_llm
     from spti.models.text_embedder import build_text_embedder
+    from spti.stages.budget import bind_private_input
 
     cfg.validate()  # before reading the texts, whose path it checks
     if cfg.pe.voting != "text":
         raise ConfigError("spti evolve works on texts: pe.voting must be 'text'")
+    preflight(cfg, "evolve")  # the LLM and the text embedder resolve: before the texts are read
     texts = read_texts(cfg.data.private, text_column=cfg.data.text_column, user_column=cfg.data.user_column)
     run_dir = open_run(cfg, command)  # only once the input is known to be readable
+    bind_private_input(run_dir, texts.fingerprint, what="private text file")  # a resume on other data: refused
     unit = cfg.privacy.unit
     num_units = texts.num_units if unit == "user" else len(texts.texts)
     logger.info("private texts: %d rows, %d %ss", len(texts.texts), num_units, unit)
+    set_stage("private text embedding")
     embedder = build_text_embedder(cfg.text_embedder)
-    private = PrivateSet(embed_private_texts(run_dir, embedder, texts.texts), texts.owners(unit), num_units, unit)
+    private = PrivateSet(embed_private_texts(run_dir, embedder, texts.texts), texts.owners(unit), num_units, unit,
+                         fingerprint=texts.fingerprint)
+    set_stage("evolve")
     llm = build_llm(cfg.llm)
     run_dir.update_manifest(models=_models_info(llm=llm, text_embedder=embedder))
     evolve_stage(run_dir, cfg, private, llm=llm, candidate_embedder=text_candidates(run_dir, cfg, embedder),
                  stop_after=stop_after)
     finish_release_docs(run_dir, cfg)
     logger.info("release: %s", run_dir.release)
+    run_dir.close()  # the command is over: another may now work in the folder
     return run_dir
 
 

@@ -96,8 +96,10 @@ def test_evolve_end_to_end_with_plugin_backends(tmp_path, capsys):
     assert plan["privacy"]["epsilon"] == pytest.approx(1.0)
 
 
-def test_run_dry_run_counts_images_and_takes_evaluation_flags(tmp_path, capsys):
+def test_run_dry_run_counts_images_and_takes_evaluation_flags(tmp_path, capsys, monkeypatch):
     from PIL import Image
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the default renderer's hub id need not be cached
 
     d = tmp_path / "imgs"
     (d / "sub").mkdir(parents=True)

@@ -12,6 +12,17 @@ from spti.stages.private import captioner_config, captioning_record
 from spti.stages.render import release_pairs
 
 
+def _saved_histograms(run_dir, count, sigma, **how):
+    """Checkpoints as the engine leaves them: the ledger is composed from these files, not from a count."""
+    import numpy as np
+
+    from spti.data.io import atomic_save_npz
+
+    for t in range(1, count + 1):
+        atomic_save_npz(run_dir.checkpoints / f"iter_{t:03d}" / "noisy_histogram.npz", noisy_counts=np.zeros(3),
+                        sigma=np.float64(sigma), iteration=np.int64(t), **how)
+
+
 def test_remote_captioner_needs_explicit_opt_in_and_is_recorded(tmp_path):
     cfg = Config.from_dict({"data": {"private": "x"}, "captioner": {"backend": "openai", "model": "gpt-4o-mini"}})
     with pytest.raises(ConfigError, match="PRIVATE images"):
@@ -23,7 +34,7 @@ def test_remote_captioner_needs_explicit_opt_in_and_is_recorded(tmp_path):
     b = make_budget(cfg, 1000)
     rec = captioning_record({"backend": "openai", "base_url": "https://api.example.test/v1"})
     assert rec["remote"] is True
-    d = write_ledger(run_dir, cfg, b, released=0, captioner=rec)
+    d = write_ledger(run_dir, cfg, b, captioner=rec)
     assert any("remote captioning service" in t and "api.example.test" in t for t in d["trust_assumptions"])
     assert captioning_record({"backend": "efficientnet-lite0"})["remote"] is False
     assert json.loads(run_dir.privacy_path.read_text())["histograms_planned"] == 10
@@ -33,12 +44,15 @@ def test_ledger_reports_what_was_spent_so_far(tmp_path):
     cfg = Config.from_dict({"data": {"private": "x"}, "pe": {"iterations": 4}})
     run_dir = RunDir.open(tmp_path / "r", cfg, command="t")
     b = make_budget(cfg, 5000)
-    half = write_ledger(run_dir, cfg, b, released=2)
-    full = write_ledger(run_dir, cfg, b, released=4)
+    none = write_ledger(run_dir, cfg, b)
+    assert none["mechanisms"] == [] and none["spent"]["epsilon"] == 0
+    _saved_histograms(run_dir, 2, b.sigma)
+    half = write_ledger(run_dir, cfg, b)
+    _saved_histograms(run_dir, 4, b.sigma)
+    full = write_ledger(run_dir, cfg, b)
     assert half["spent"]["epsilon"] < full["spent"]["epsilon"] == pytest.approx(1.0, rel=1e-6)
     assert half["mechanisms"][0]["count"] == 2 and half["mechanisms"][0]["l2_sensitivity"] == 1.0
-    none = write_ledger(run_dir, cfg, b, released=0)
-    assert none["mechanisms"] == [] and none["spent"]["epsilon"] == 0
+    assert half["histograms_released"] == 2 and full["histograms_released"] == 4
 
 
 def test_not_private_runs_are_labelled(tmp_path):
@@ -46,8 +60,9 @@ def test_not_private_runs_are_labelled(tmp_path):
     b = make_budget(cfg.validate(), 100)
     assert b.private is False and b.sigma == 0
     run_dir = RunDir.open(tmp_path / "r", cfg, command="t")
-    d = write_ledger(run_dir, cfg, b, released=3)
-    assert d["private"] is False
+    _saved_histograms(run_dir, 3, 0.0)
+    d = write_ledger(run_dir, cfg, b)
+    assert d["private"] is False and d["mechanisms"][0]["count"] == 3
 
 
 def test_release_pairs_give_fresh_seeds_to_repeated_captions():

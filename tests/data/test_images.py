@@ -274,14 +274,14 @@ def test_max_pixels_configurable(tmp_path):
 def test_unreadable_file(tmp_path, monkeypatch):
     solid(tmp_path / "ok.png")
     locked = solid(tmp_path / "locked.png")
-    real_open = open
+    real_open = os.open
 
     def fake_open(path, *a, **kw):  # root ignores chmod 000, so simulate EACCES
         if Path(path) == locked:
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, *a, **kw)
 
-    monkeypatch.setattr(mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(mod.os, "open", fake_open)
     res = ingest(tmp_path, progress=False)
     assert res.skipped == [("locked.png", "unreadable")]
     assert [r.rel for r in res.records] == ["ok.png"]

@@ -31,3 +31,15 @@ def test_demo_small(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"fd-efficientnet", "prdc", "memorization"} <= set(metrics["metrics"])
     assert (out / "report.html").stat().st_size > 10_000
+
+    # `spti audit` in the demo's setting: the run's own candidates (text voting, from the feature cache), the
+    # real secure sampler, a bound below the claim, and the report's audit section
+    capsys.readouterr()
+    assert main(["audit", str(out), "--trials", "20000", "--report"]) == 0
+    said = capsys.readouterr().out
+    assert "consistent with the claim" in said and "claimed epsilon per histogram" in said
+    summary = json.loads((out / "private" / "audit.json").read_text())["summary"]
+    assert summary["candidates"]["source"] == "cache" and summary["sensitivity"]["ok"]
+    assert summary["epsilon_lower_bound"] < summary["claimed_epsilon"] and summary["seconds"] < 120
+    assert "Empirical privacy audit" in (out / "report.html").read_text()
+    assert not (out / "release" / "audit.json").exists()

@@ -520,3 +520,43 @@ def test_registered_and_import_is_light():
     code = "import sys, spti.models.captioner.hf; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     src = str(Path(__file__).resolve().parents[2] / "src")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+
+
+# --------------------------------------------------------------------------- strict mode (issue 9, point 11)
+def test_strict_mode_reaches_the_backend_from_the_caption_stage(blip_dir, tmp_path, monkeypatch):
+    """``captioner: {strict: true}`` in a run's config: one image per forward pass, float32 weights and
+    inputs, recorded in info() and the cache key; a contradicting dtype is refused."""
+    from spti.config import Config
+    from spti.data.run import RunDir
+    from spti.stages.private import caption_stage, ingest_stage
+
+    data = tmp_path / "private"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(data / f"p{i}.png")
+    ccfg = {"backend": "hf", "model": str(blip_dir), "max_new_tokens": 4, "batch_size": 4, "device": "cpu",
+            "strict": True}
+    cfg = Config.from_dict({"out": str(tmp_path / "run"), "progress": False, "data": {"private": str(data)},
+                            "captioner": ccfg})
+    seen: list[tuple[int, str, str]] = []
+    real = HFCaptioner._generate
+
+    def spy(self, imgs):
+        seen.append((len(imgs), str(self._model.dtype), str(self.torch_dtype)))
+        return real(self, imgs)
+
+    monkeypatch.setattr(HFCaptioner, "_generate", spy)
+    rd = RunDir.open(cfg.out, cfg, command="caption")
+    caps = caption_stage(rd, cfg, ingest_stage(rd, cfg))
+    assert len(caps) == 5
+    assert seen == [(1, "torch.float32", "torch.float32")] * 5
+
+    cap = build_captioner(ccfg)
+    assert cap.batch_size == 1 and cap.info()["strict"] is True and cap.info()["dtype"] == "float32"
+    plain = build_captioner({**ccfg, "strict": False})
+    assert plain.batch_size == 4 and "strict" not in plain.info() and plain.cache_key != cap.cache_key
+    with pytest.raises(ConfigError, match="strict: true runs in float32"):
+        build_captioner({**ccfg, "dtype": "bfloat16"})
+    with pytest.raises(ConfigError, match="strict must be true or false"):
+        build_captioner({**ccfg, "strict": "yes"})

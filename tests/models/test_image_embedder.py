@@ -555,3 +555,42 @@ def test_hf_embedder_refuses_partially_random_models(tiny_dinov2, tmp_path):
     safetensors_torch.save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(BackendError, match="lacks 1 weights"):
         build_image_embedder({"backend": "dinov2", "model": str(folder), "device": "cpu"})
+
+
+# ---------------------------------------------------------------------------------------------- strict mode
+def test_strict_mode_forces_one_image_per_pass_in_float32(tiny_dinov2, random_effnet, fake_inception):
+    """``strict: true`` (private pre-processing, issue 9 point 11): batch size 1 and float32 whatever the
+    other options say, recorded in info() and in the cache key; a contradicting dtype is refused."""
+    images = _rand_images(3, seed=5)
+    dino = build_image_embedder({"backend": "dinov2", "model": str(tiny_dinov2), "device": "cpu",
+                                 "batch_size": 8, "strict": True})
+    shapes: list[tuple] = []
+    real = dino._features
+
+    def spy(pixels):
+        shapes.append((tuple(pixels.shape)[0], str(pixels.dtype)))
+        return real(pixels)
+
+    dino._features = spy
+    feats = dino.embed(images)
+    assert shapes == [(1, "torch.float32")] * 3 and feats.shape == (3, 32)
+    plain = build_image_embedder({"backend": "dinov2", "model": str(tiny_dinov2), "device": "cpu", "batch_size": 8})
+    assert dino.info()["strict"] is True and "strict" not in plain.info()
+    assert dino.cache_key != plain.cache_key
+    np.testing.assert_allclose(feats, plain.embed(images), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="strict: true runs in float32"):
+        build_image_embedder({"backend": "dinov2", "model": str(tiny_dinov2), "device": "cpu",
+                              "dtype": "bfloat16", "strict": True})
+
+    path = random_effnet[0]
+    eff = build_image_embedder({"backend": "efficientnet-lite0", "weights": str(path), "device": "cpu",
+                                "batch_size": 8, "strict": True})
+    eff_plain = build_image_embedder({"backend": "efficientnet-lite0", "weights": str(path), "device": "cpu"})
+    assert eff.batch_size == 1 and eff.info()["strict"] is True and eff.cache_key != eff_plain.cache_key
+    assert "strict" not in eff_plain.info()
+
+    inc = build_image_embedder({"backend": "inception", "weights": str(fake_inception[0]), "device": "cpu",
+                                "batch_size": 8, "strict": True})
+    assert inc.batch_size == 1 and inc.info()["strict"] is True
+    with pytest.raises(ConfigError, match="strict must be true or false"):
+        build_image_embedder({"backend": "inception", "weights": str(fake_inception[0]), "strict": 1})

@@ -327,3 +327,107 @@ def test_accepts_built_instances(pool: Path) -> None:
     assert colour_of(r.render(["yellow"], [0])[0]) == "yellow"
     r.close()
     assert ColourCaptioner.closed == 0  # instances the caller passed are the caller's to close
+
+
+# ------------------------------------------------------------------ the pool must not overlap the private data
+def _sha(path: Path) -> str:
+    from spti.hashing import sha256_file
+
+    return sha256_file(path)
+
+
+@pytest.mark.parametrize("where", ["equal", "inside", "containing"])
+def test_pool_overlapping_the_private_folder_is_refused(tmp_path: Path, where: str) -> None:
+    private = tmp_path / "secret-patients"
+    (private / "sub").mkdir(parents=True)
+    _shape("red", "square").save(private / "sub" / "p0.png")
+    pool = {"equal": private, "inside": private / "sub", "containing": tmp_path}[where]
+    with pytest.raises(ConfigError, match="private data") as e:
+        make(pool, private_root=str(private))
+    assert "secret-patients" not in str(e.value).replace(str(pool), "")  # names the pool, not the private path
+    # a sibling folder is fine
+    public = tmp_path / "public"
+    public.mkdir()
+    _shape("blue", "square").save(public / "b.png")
+    assert make(public, private_root=str(private)).pool_size == 1
+
+
+def test_overlap_is_checked_through_symbolic_links(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    _shape("red", "square").save(private / "p0.png")
+    link = tmp_path / "looks-public"
+    link.symlink_to(private, target_is_directory=True)
+    with pytest.raises(ConfigError, match="is the private data"):
+        make(link, private_root=str(private))
+    # one linked file (or folder) inside an otherwise public pool
+    public = tmp_path / "public"
+    public.mkdir()
+    _shape("blue", "square").save(public / "b.png")
+    (public / "p0.png").symlink_to(private / "p0.png")
+    with pytest.raises(ConfigError, match="link into the private data"):
+        make(public, private_root=str(private))
+    (public / "p0.png").unlink()
+    (public / "more").symlink_to(private, target_is_directory=True)
+    with pytest.raises(ConfigError, match="link into the private data"):
+        make(public, private_root=str(private))
+
+
+def test_pool_containing_a_private_listing_file_is_refused(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    _shape("blue", "square").save(pool / "b.png")
+    listing = pool / "private.csv"
+    listing.write_text("path\n/elsewhere/p0.png\n")
+    with pytest.raises(ConfigError, match="contains the private data"):
+        make(pool, private_root=str(listing))
+
+
+def test_a_copied_private_image_is_never_retrieved(pool: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    secret = _shape("red", "circle", size=40)  # a red image the prompt "a red thing" would retrieve
+    secret.save(private / "secret.png")
+    (pool / "000_copy_of_secret.png").write_bytes((private / "secret.png").read_bytes())  # first among ties
+    plain = make(pool)
+    assert plain.render(["a red thing"], [0])[0].size == (40, 40)  # without the check: released verbatim
+
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="spti"):
+        r = make(pool, cache_dir=str(cache), exclude_hashes=[_sha(private / "secret.png")],
+                 private_root=str(private))
+        assert "000_copy_of_secret.png" not in r.pool_files and r.pool_size == 4
+    warnings = [rec.getMessage() for rec in caplog.records if rec.levelno >= logging.WARNING]
+    excl = [w for w in warnings if "byte-identical to private images" in w]
+    assert len(excl) == 1 and not any(c.isdigit() for c in excl[0])  # no count
+    assert not any("secret" in w or "000_copy" in w for w in warnings)  # no file name, private or public
+    assert all(im.size == (32, 32) for im in r.render(["a red thing"] * 3, [0, 1, 2]))
+    info = r.info()
+    assert info["private_overlap_check"] is True and info["pool_files"] == 5  # the listing, not what was kept
+    assert "secret" not in json_dumps(info)
+    assert r.cache_key != plain.cache_key
+    # the pool index caches do not depend on the private data: a plain instance reuses them whole
+    calls = ColourCaptioner.calls
+    again = make(pool, cache_dir=str(cache))
+    assert again.pool_size == 5 and ColourCaptioner.calls == calls
+    # the hashes are cached too, and an exclusion that matches nothing changes nothing
+    other = make(pool, cache_dir=str(cache), exclude_hashes=["0" * 64])
+    assert other.pool_size == 5 and len(list(cache.glob("*.sha256.jsonl"))) == 1
+
+
+def test_every_pool_image_private_is_an_input_error(tmp_path: Path) -> None:
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    _shape("red", "square").save(pool / "a.png")
+    r = make(pool, exclude_hashes=[_sha(pool / "a.png")])
+    with pytest.raises(InputError, match="copy of a private image"):
+        r.render(["red"], [0])
+    with pytest.raises(ConfigError, match="exclude_hashes"):
+        make(pool, exclude_hashes="abc")
+
+
+def json_dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, default=str)

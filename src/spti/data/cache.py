@@ -23,6 +23,7 @@ import numpy as np
 
 from spti.data.io import atomic_save_npz, atomic_write_bytes, load_npz
 from spti.data.release import png_bytes
+from spti.errors import BackendError
 from spti.hashing import content_key
 from spti.log import progress
 
@@ -60,7 +61,10 @@ class FeatureCache:
     def put_many(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         """Store vectors for keys not yet cached (first one wins); one new disk shard for all of them."""
         vectors = np.asarray(vectors, dtype=np.float32)
-        new = [(k, v) for k, v in zip(keys, vectors) if k not in self._mem]
+        if len(keys) and (vectors.ndim != 2 or vectors.shape[0] != len(keys)):  # an embedder dropped an item
+            raise BackendError(f"embedder returned {vectors.shape[0] if vectors.ndim else 0} vectors for "
+                               f"{len(keys)} items; an embedder must return exactly one per item, in order")
+        new = [(k, v) for k, v in zip(keys, vectors, strict=True) if k not in self._mem]
         for k, v in new:
             self._mem[k] = v
         if self.directory is not None and new:
@@ -79,8 +83,8 @@ class FeatureCache:
                 missing[k] = i
         if missing:
             vecs = np.asarray(fn([items[i] for i in missing.values()]), dtype=np.float32)
-            if vecs.shape[0] != len(missing):
-                raise RuntimeError(f"embedder returned {vecs.shape[0]} vectors for {len(missing)} items")
+            if vecs.ndim != 2 or vecs.shape[0] != len(missing):
+                raise BackendError(f"embedder returned {vecs.shape[0] if vecs.ndim else 0} vectors for {len(missing)} items")
             self.put_many(list(missing), vecs)
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
@@ -124,7 +128,12 @@ class RenderCache:
         for b in progress(range(0, len(todo), batch_size), desc=desc, total=math.ceil(len(todo) / batch_size) if todo else 0):
             chunk = todo[b : b + batch_size]
             images = self.renderer.render([t for t, _ in chunk], [s for _, s in chunk])
+            if len(images) != len(chunk):  # a plug-in renderer that drops a prompt must not shift the others
+                name = getattr(self.renderer, "backend_name", "?")
+                name = name if name != "?" else f"{type(self.renderer).__module__}:{type(self.renderer).__qualname__}"
+                raise BackendError(f"renderer {name!r} returned {len(images)} images for {len(chunk)} prompts; a "
+                                   "renderer must return exactly one per prompt, in order")
             self.stats[self.stage_counter] += len(chunk)
-            for (t, s), img in zip(chunk, images):
+            for (t, s), img in zip(chunk, images, strict=True):
                 atomic_write_bytes(self.path(t, s), png_bytes(img))
         return [self.path(t, s) for t, s in pairs]

@@ -13,6 +13,7 @@ never in the exception message.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import threading
@@ -36,6 +37,8 @@ __all__ = [
     "check_max_pixels",
     "decode_file",
     "load_image",
+    "open_regular_file",
+    "regular_file_reason",
     "strict_pil",
 ]
 
@@ -52,6 +55,8 @@ SKIP_REASONS: dict[str, str] = {
     "too_many_pixels": "more pixels than max_pixels (possible decompression bomb)",
     "unreadable": "the file or folder could not be read (permissions or I/O error)",
     "missing": "listed but not found, or a broken symbolic link",
+    "not_a_regular_file": "a named pipe (FIFO), socket or device file: never opened (reading one can block "
+    "forever)",
     "unsupported_mode": "a pixel format that cannot be converted to RGB",
     "missing_user": "user-level DP was asked for but the file has no user id",
     "out_of_memory": "decoding ran out of memory",
@@ -192,11 +197,38 @@ def _to_rgb(im: Image.Image) -> Image.Image:
         raise UnusableImageError("unsupported_mode", f"mode {mode}: {e}") from None
 
 
-def _classify_decode_error(e: BaseException) -> UnusableImageError:
+#: The first bytes of the formats of :data:`IMAGE_FORMATS`. A file that starts like an image but that Pillow
+#: cannot identify (a PNG whose header checksum is wrong: Pillow's plugin then declines the file) is a
+#: damaged image ("corrupt"), not "not_an_image".
+_SIGNATURES: tuple[bytes, ...] = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+#: BMP's "BM" is followed 12 bytes later by the size of one of the known DIB headers.
+_BMP_DIB_SIZES = frozenset({12, 16, 40, 52, 56, 64, 108, 124})
+
+
+def _looks_like_an_image(f: IO[bytes]) -> bool:
+    """Whether the file starts with the signature of a format spti reads (two-letter signatures, BMP's "BM"
+    and Netpbm's "P1".."P6", only with what must follow them, so a text file is not taken for one)."""
+    try:
+        f.seek(0)
+        head = f.read(32)
+    except (OSError, ValueError):
+        return False
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return True
+    if head[:2] == b"BM" and len(head) >= 18:
+        return int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES
+    if len(head) >= 3 and head[:1] == b"P" and head[1:2] in b"123456" and head[2:3] in b" \t\r\n":
+        return True
+    return any(head.startswith(sig) for sig in _SIGNATURES)
+
+
+def _classify_decode_error(e: BaseException, f: IO[bytes] | None = None) -> UnusableImageError:
     msg = f"{type(e).__name__}: {e}"
     if isinstance(e, UnusableImageError):
         return e
     if isinstance(e, UnidentifiedImageError):
+        if f is not None and _looks_like_an_image(f):
+            return UnusableImageError("corrupt", msg)
         return UnusableImageError("not_an_image", msg)
     if isinstance(e, Image.DecompressionBombError):
         return UnusableImageError("too_many_pixels", msg)
@@ -221,17 +253,22 @@ def _open_formats() -> tuple[str, ...]:
     return _OPEN_FORMATS
 
 
-def _decode(f: IO[bytes], max_pixels: int | None) -> Image.Image:
-    """Fully decode the first frame of the image in ``f`` and return it in RGB, EXIF-oriented."""
+def _decode(f: IO[bytes], max_pixels: int | None, target_size: int | None = None) -> Image.Image:
+    """Fully decode the first frame of the image in ``f`` and return it in RGB, EXIF-oriented; with
+    ``target_size``, downscaled while decoding (:func:`downscale_hint`)."""
     try:
         im = Image.open(f, formats=_open_formats())
     except Exception as e:  # noqa: BLE001 - any parser failure means "skip this file"
-        raise _classify_decode_error(e) from None
+        raise _classify_decode_error(e, f) from None
     try:
         # Checked from the header, before any pixel is allocated.
         if max_pixels is not None and im.width * im.height > max_pixels:
             raise UnusableImageError("too_many_pixels", f"{im.width}x{im.height} > {max_pixels}")
+        if target_size is not None:
+            downscale_hint(im, target_size)  # JPEG: decode at 1/2, 1/4 or 1/8 scale (never below the target)
         im.load()  # the full decode; truncation raises because LOAD_TRUNCATED_IMAGES is off here
+        if target_size is not None and im.mode in _REDUCIBLE_MODES:
+            im = reduce_to(im, target_size)  # before the RGB conversion: no full-size copy is made
         # Some formats (GIF) may grow the canvas while loading.
         if max_pixels is not None and im.width * im.height > max_pixels:
             raise UnusableImageError("too_many_pixels", f"{im.width}x{im.height} > {max_pixels}")
@@ -239,33 +276,102 @@ def _decode(f: IO[bytes], max_pixels: int | None) -> Image.Image:
             ImageOps.exif_transpose(im, in_place=True)
         except Exception:  # noqa: BLE001 - a malformed EXIF block loses the orientation, not the image
             pass
-        return _to_rgb(im)
+        rgb = _to_rgb(im)
+        return reduce_to(rgb, target_size) if target_size is not None else rgb
     except Exception as e:  # noqa: BLE001
         raise _classify_decode_error(e) from None
 
 
-def decode_file(path: Path, max_pixels: int | None, *, want_hash: bool) -> tuple[Image.Image, str | None]:
+def downscale_hint(im: Image.Image, target_size: int) -> None:
+    """Before ``load()``: let a JPEG decode at a reduced scale (libjpeg's DCT scaling: 1/2, 1/4 or 1/8)
+    whose shorter side stays >= ``target_size``. The full-size pixels are never allocated, which is what
+    bounds memory for huge files; other formats are reduced after decoding (:func:`reduce_to`)."""
+    w, h = im.size
+    short = min(w, h)
+    if im.format not in ("JPEG", "MPO") or short < 2 * target_size:
+        return
+    scale = target_size / short
+    try:
+        im.draft(None, (max(1, math.ceil(w * scale)), max(1, math.ceil(h * scale))))
+    except Exception:  # noqa: BLE001 - no draft support: decoded at full size, reduced afterwards
+        pass
+
+
+#: Modes whose pixels can be averaged as they are (no palette, no alpha to composite first); others are
+#: reduced once converted to RGB.
+_REDUCIBLE_MODES = frozenset({"L", "RGB", "CMYK", "YCbCr", "I", "F"})
+
+
+def reduce_to(im: Image.Image, target_size: int) -> Image.Image:
+    """``im`` shrunk by the largest integer factor that keeps its shorter side >= ``target_size`` (a box
+    filter, so no aliasing); ``im`` itself when it is already smaller than twice the target."""
+    factor = min(im.size) // target_size
+    if factor < 2:
+        return im
+    return im.reduce(factor)
+
+
+def regular_file_reason(path: str | os.PathLike[str]) -> str | None:
+    """None for a regular file (after following links); otherwise the skip reason ("missing",
+    "not_a_regular_file", "unreadable"). Never opens the file."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+    return None if stat.S_ISREG(st.st_mode) else "not_a_regular_file"
+
+
+def open_regular_file(path: str | os.PathLike[str]) -> IO[bytes]:
+    """Open ``path`` for reading if it is a regular file, without ever blocking on a FIFO (``O_NONBLOCK``,
+    then ``fstat``: the check holds for the file actually opened). Raises UnusableImageError."""
+    reason = regular_file_reason(path)
+    if reason is not None:
+        raise UnusableImageError(reason, "not a regular file" if reason == "not_a_regular_file" else "")
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError as e:
+        raise UnusableImageError("missing", str(e)) from None
+    except OSError as e:  # PermissionError, EIO, ENXIO (a socket) ...
+        raise UnusableImageError("unreadable", str(e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnusableImageError("not_a_regular_file", "not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: ordinary reads from here on
+        return os.fdopen(fd, "rb")
+    except UnusableImageError:
+        os.close(fd)
+        raise
+    except OSError as e:
+        os.close(fd)
+        raise UnusableImageError("unreadable", str(e)) from None
+
+
+def decode_file(
+    path: Path, max_pixels: int | None, *, want_hash: bool, target_size: int | None = None
+) -> tuple[Image.Image, str | None]:
     """Open, check and decode one file; hash its bytes after decoding (the decode has just read them, so
     hashing is served from the page cache, and a non-image is rejected before reading it all).
 
+    Only regular files are opened: opening a named pipe (FIFO) blocks until someone writes to it, forever in
+    a data folder, and a device or socket is no image. The file is opened non-blocking and checked again
+    once open, so a file swapped for a FIFO between the check and the open cannot hang ingestion either.
+
     Call it within :func:`strict_pil` (as :func:`load_image` does). Raises UnusableImageError and nothing
     else (except BaseException such as KeyboardInterrupt)."""
-    try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below
-    except FileNotFoundError as e:
-        raise UnusableImageError("missing", str(e)) from None
-    except OSError as e:  # PermissionError, IsADirectoryError, EIO ...
-        raise UnusableImageError("unreadable", str(e)) from None
+    f = open_regular_file(path)
     with f:
         try:
             st = os.fstat(f.fileno())
         except OSError as e:
             raise UnusableImageError("unreadable", str(e)) from None
-        if not stat.S_ISREG(st.st_mode):
-            raise UnusableImageError("not_an_image", "not a regular file")
         if st.st_size == 0:
             raise UnusableImageError("empty")
-        im = _decode(f, max_pixels)
+        im = _decode(f, max_pixels, target_size)  # the hash below is of the file's bytes, whatever the scale
         if not want_hash:
             return im, None
         try:

@@ -38,13 +38,14 @@ import itertools
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PIL import Image
 
+from spti._threads import DaemonThreadPool
 from spti.data.decode import (
     DEFAULT_MAX_PIXELS,
     SKIP_REASONS,
@@ -203,17 +204,19 @@ def _ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iter
     if workers <= 1:
         yield from map(fn, items)
         return
-    ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spti-images")
-    try:
+    # daemon workers: Ctrl-C (or closing this generator) does not wait for the decodes in flight
+    with DaemonThreadPool(max_workers=workers, thread_name_prefix="spti-images") as ex:
         it = iter(items)
         window: deque[Future[R]] = deque(ex.submit(fn, x) for x in itertools.islice(it, 4 * workers))
-        while window:
-            fut = window.popleft()
-            for x in itertools.islice(it, 1):
-                window.append(ex.submit(fn, x))
-            yield fut.result()
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+        try:
+            while window:
+                fut = window.popleft()
+                for x in itertools.islice(it, 1):
+                    window.append(ex.submit(fn, x))
+                yield fut.result()
+        finally:
+            for f in window:
+                f.cancel()
 
 
 def _verify(path: Path, max_pixels: int | None) -> tuple[str, int, int] | UnusableImageError:
@@ -372,6 +375,7 @@ def iter_batches(
     *,
     workers: int = 4,
     verify_hash: bool = True,
+    target_size: int | None = None,
 ) -> Iterator[tuple[list[ImageRecord], list[Image.Image]]]:
     """Yield (records, RGB images) in batches of ``batch_size`` (the last may be smaller), decoding each
     batch on a small thread pool. Only one batch of images is alive at a time, so 300,000 images
@@ -380,7 +384,13 @@ def iter_batches(
     With ``verify_hash`` (default) the bytes are re-hashed: a file replaced since ingestion would
     otherwise be captioned under a record that describes another image. A file that is gone, unreadable,
     changed or no longer decodes raises InputError naming the record id (not the file).
+
+    ``target_size``: the consumer's input size (a backend's ``input_size``); each image is downscaled while
+    it is decoded so that its shorter side stays between ``target_size`` and twice that, bounding a batch's
+    memory by the model's input rather than by the files' pixel counts. None: full size.
     """
+    if target_size is not None and (isinstance(target_size, bool) or not isinstance(target_size, int) or target_size < 1):
+        raise ConfigError(f"target_size must be a positive integer or None, got {target_size!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -389,7 +399,7 @@ def iter_batches(
 
     def one(rec: ImageRecord) -> Image.Image:
         try:
-            im, sha = decode_file(rec.path, max_pixels, want_hash=verify_hash)
+            im, sha = decode_file(rec.path, max_pixels, want_hash=verify_hash, target_size=target_size)
         except UnusableImageError as e:
             raise InputError(
                 f"image {rec.id} can no longer be used ({e.reason}: {SKIP_REASONS.get(e.reason, '')}); "
@@ -402,7 +412,9 @@ def iter_batches(
         return im
 
     it = iter(records)
-    ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="spti-batches") if workers > 1 else None
+    # daemon workers: Ctrl-C (or closing this generator) does not wait for the decodes in flight
+    ex = DaemonThreadPool(max_workers=workers, thread_name_prefix="spti-batches") if workers > 1 else None
+    interrupted = False
     try:
         while True:
             batch = list(itertools.islice(it, batch_size))
@@ -411,6 +423,9 @@ def iter_batches(
             with strict_pil():
                 images = list(ex.map(one, batch)) if ex is not None else [one(r) for r in batch]
             yield batch, images
+    except BaseException as e:
+        interrupted = not isinstance(e, Exception)
+        raise
     finally:
         if ex is not None:
-            ex.shutdown(wait=True, cancel_futures=True)
+            ex.shutdown(wait=not interrupted, cancel_futures=True)

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from spti.data.decode import IMAGE_EXTENSIONS
+from spti.data.decode import IMAGE_EXTENSIONS, regular_file_reason
 from spti.data.io import iter_jsonl
+from spti.data.users import clean_user_id
 from spti.errors import ConfigError, InputError
 
 __all__ = ["Candidate", "find_candidates", "list_images"]
@@ -44,8 +45,10 @@ def _walk(root: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]
 
     Symbolic links are followed, except a directory link that points to one of its own ancestors (a
     loop). A second link to a folder elsewhere is walked again: its files are then exact duplicates,
-    which deduplication reduces to the first by sorted path, deterministically. Non-regular entries and
-    broken links are returned too, so that decoding reports them ("not_an_image" / "missing")."""
+    which deduplication reduces to the first by sorted path, deterministically. FIFOs, sockets and
+    devices are returned with the unreadable folders, as "not_a_regular_file" (never opened: opening a FIFO
+    blocks until someone writes to it); broken links are returned as files, so that decoding reports them
+    ("missing")."""
     files: list[tuple[str, Path]] = []
     errors: list[tuple[str, str, str]] = []
     st = root.stat()
@@ -78,23 +81,17 @@ def _walk(root: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]
                 if key in ancestors:
                     continue  # a link loop
                 stack.append((Path(e.path), rel, ancestors | {key}))
-            else:
-                files.append((rel, Path(e.path)))
+                continue
+            try:
+                regular = e.is_file(follow_symlinks=True)  # no system call for a plain file on most systems
+            except OSError:
+                regular = False
+            if not regular and regular_file_reason(e.path) == "not_a_regular_file":
+                # a FIFO, socket or device: never listed, never opened (opening a FIFO blocks forever)
+                errors.append((rel, "not_a_regular_file", "not a regular file"))
+                continue
+            files.append((rel, Path(e.path)))  # a broken link stays: decoding reports it as "missing"
     return files, errors
-
-
-def _clean_user(value: Any) -> str | None:
-    """A user id as a string; None for missing values (None, "", NaN). Integral floats (how pandas and
-    some CSV tools store an integer column with gaps) lose their ".0" so "12" and 12.0 are one user."""
-    if value is None:
-        return None
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return str(int(value))
-    s = str(value).strip()
-    return s or None
 
 
 def _json_safe(value: Any) -> Any:
@@ -173,7 +170,7 @@ def _from_listing(
         }
         c = Candidate(rel=rel, path=path, metadata=meta)
         if user_column is not None:
-            c.user_id = _clean_user(row.get(user_column))
+            c.user_id = clean_user_id(row.get(user_column))
         elif users_from_subfolders:
             parts = Path(rel).parts
             c.user_id = parts[0] if (not p.is_absolute() and len(parts) > 1) else None

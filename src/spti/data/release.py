@@ -1,4 +1,4 @@
-"""The release folder: what a user hands over, and nothing private.
+"""The release folder: what a user hands over, and nothing computed from the private data but the DP output.
 
 Layout (Hugging Face ImageFolder, loadable with ``datasets.load_dataset("imagefolder", data_dir=...)``)::
 
@@ -6,30 +6,101 @@ Layout (Hugging Face ImageFolder, loadable with ``datasets.load_dataset("imagefo
     release/images/00000.png
     release/metadata.jsonl        {"file_name": "images/00000.png", "text": ...}
     release/privacy.json          the budget ledger
-    release/manifest.json         versions, models, budget (no private paths)
+    release/manifest.json         versions, models, the budget, the public settings (see public_manifest)
+
+Why allow-lists, for the files and for the manifest's fields: a user hands ``release/`` to a third party
+believing every byte of it is covered by the (ε, δ) guarantee. A deny-list misses whatever a later change
+adds (a count, a path, a seed); an allow-list publishes only what was judged public, and anything new stays
+in the run folder until someone decides otherwise. The run folder's own ``manifest.json`` keeps everything.
 """
 
 from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from spti.data.io import atomic_write_bytes, atomic_write_json, atomic_write_jsonl
+from spti.data.run import command_name
+from spti.log import logger
 
-#: Manifest keys that may hold the user's private paths; dropped from the release copy.
-_PRIVATE_KEYS = ("data", "out", "private_paths")
+#: The only files of release/ (besides images/*.png); anything else found there is removed.
+RELEASE_FILES = ("dp_captions.jsonl", "metadata.jsonl", "privacy.json", "manifest.json", "README.md")
+#: The release's image folder and the one kind of file it holds.
+RELEASE_IMAGES = ("images", ".png")
+
+#: Manifest fields published as they are: versions, the experiment seed (it drives the LLM and the
+#: renderer, never the DP noise) and the budget (whose N is public by the ledger's stated assumption).
+_PUBLIC_FIELDS = ("spti_version", "python", "libraries", "seed", "privacy")
+#: What the release says about each model: its identity, the hashes of its weights and the settings that
+#: shape its output; nothing measured on data (a retrieval pool's size or fingerprint, once private images
+#: are dropped from the pool, is such a measure) and no path but the model's own name as the user gave it.
+_MODEL_FIELDS = ("backend", "model", "model_id", "revision", "commit", "weights_sha256", "sha256",
+                 "local_fingerprint", "gguf_file", "bundled", "family", "pipeline_class", "protocol", "dtype",
+                 "num_inference_steps", "guidance_scale", "height", "width", "size", "top_k")
+#: What the release says about the noise: whether it is secure and what sampler drew it; never its seed.
+_NOISE_FIELDS = ("secure", "source", "kind", "sampler", "warning")
+#: Sections of the resolved config that hold only public settings (the prompts and PE's parameters), and
+#: the published fields of the others. Not published: ``data`` (the private data's location and schema),
+#: ``out``, ``evaluate`` (metrics are not DP and are not in the release), the insecure noise seed.
+_PUBLIC_CONFIG_SECTIONS = ("seed", "generation", "pe", "render")
+_PUBLIC_PRIVACY_SETTINGS = ("epsilon", "delta", "sigma", "unit", "not_private", "noise", "num_private_bound")
+_MODEL_SECTIONS = ("llm", "text_embedder", "captioner", "image_embedder", "renderer", "release_renderer")
+_PUBLIC_MODEL_SETTINGS = ("backend", "model", "revision")
+#: Ledger fields that never leave the run folder, wherever they appear (privacy.json is published whole
+#: otherwise: it is the release's statement of its guarantee).
+_LEDGER_NEVER = frozenset({"insecure_seed", "insecure_noise_seed", "noise_seed", "command", "last_command",
+                           "num_private_rows", "data", "private_paths"})
 
 
-def public_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
-    m = {k: v for k, v in manifest.items() if k not in _PRIVATE_KEYS}
-    if isinstance(m.get("config"), dict):
-        m["config"] = {k: v for k, v in m["config"].items() if k not in _PRIVATE_KEYS}
+def _pick(d: Any, keys: Sequence[str]) -> dict[str, Any]:
+    return {k: d[k] for k in keys if isinstance(d, Mapping) and k in d}
+
+
+def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The resolved config as published: the allow-listed sections and fields only (see above)."""
+    out = _pick(config, _PUBLIC_CONFIG_SECTIONS)
+    if isinstance(config.get("privacy"), Mapping):
+        out["privacy"] = _pick(config["privacy"], _PUBLIC_PRIVACY_SETTINGS)
+    for sec in _MODEL_SECTIONS:
+        if isinstance(config.get(sec), Mapping):
+            out[sec] = _pick(config[sec], _PUBLIC_MODEL_SETTINGS)
+    return out
+
+
+def public_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """The release's manifest, built from an allow-list of the run manifest's fields: spti and library
+    versions, the subcommand, the experiment seed, model identities and weight hashes, the budget, whether
+    the noise is secure, and the public part of the config. Nothing else: no count computed from the private
+    data (ingest, captioning, stage records, rows), no path, no command line, no insecure noise seed."""
+    m = _pick(manifest, _PUBLIC_FIELDS)
+    if "command" in manifest:
+        m["command"] = command_name(manifest["command"])
+    if isinstance(manifest.get("models"), Mapping):
+        m["models"] = {role: (_pick(info, _MODEL_FIELDS) if isinstance(info, Mapping) else None)
+                       for role, info in manifest["models"].items()}
+    if isinstance(manifest.get("noise"), Mapping):
+        m["noise"] = _pick(manifest["noise"], _NOISE_FIELDS)
+        if manifest["noise"].get("secure") is False and isinstance(m.get("privacy"), Mapping):
+            # the budget says what the noise would give if it were secret; the release must not read as private
+            m["privacy"] = {**m["privacy"], "private": False}
+    if isinstance(manifest.get("config"), Mapping):
+        m["config"] = public_config(manifest["config"])
     return m
+
+
+def public_ledger(ledger: Any) -> Any:
+    """The ledger as published: whole, less the fields that never leave the run folder (defence in depth:
+    the ledger is written to be public)."""
+    if isinstance(ledger, Mapping):
+        return {k: public_ledger(v) for k, v in ledger.items() if k not in _LEDGER_NEVER}
+    if isinstance(ledger, list):
+        return [public_ledger(v) for v in ledger]
+    return ledger
 
 
 def write_captions(release: Path, texts: Sequence[str]) -> None:
@@ -73,7 +144,37 @@ def write_images(release: Path, items: Sequence[tuple[str, Image.Image | Path]])
     return rows
 
 
+def prune_release(release: Path) -> list[str]:
+    """Remove every file of ``release`` that is not on the allow-list (:data:`RELEASE_FILES`, images/*.png),
+    and every empty folder left; return the removed paths (relative). Why: release/ is handed over whole, so
+    whatever else lands there (a temporary file of an interrupted write, a file of another tool or version)
+    would be published without anyone having judged it public."""
+    if not release.is_dir():
+        return []
+    images, ext = RELEASE_IMAGES
+    removed: list[str] = []
+    for p in sorted(release.rglob("*"), reverse=True):  # children before their folders
+        rel = p.relative_to(release)
+        if p.is_dir() and not p.is_symlink():
+            if rel.as_posix() != images and not any(p.iterdir()):
+                p.rmdir()
+            continue
+        allowed = (len(rel.parts) == 1 and rel.name in RELEASE_FILES) or (
+            len(rel.parts) == 2 and rel.parts[0] == images and rel.suffix == ext and not rel.name.startswith(".")
+        )
+        if not allowed or p.is_symlink():
+            p.unlink()
+            removed.append(rel.as_posix())
+    if removed:
+        logger.warning("release: removed %d file(s) that are not part of a release: %s", len(removed),
+                       ", ".join(removed[:10]))
+    return removed
+
+
 def write_release_docs(release: Path, privacy: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """Write the ledger and the public manifest into ``release``, then prune it to its allow-list: the last
+    step of every command that writes a release."""
     release.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(release / "privacy.json", privacy)
+    atomic_write_json(release / "privacy.json", public_ledger(privacy))
     atomic_write_json(release / "manifest.json", public_manifest(manifest))
+    prune_release(release)

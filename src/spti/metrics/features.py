@@ -4,7 +4,7 @@
 Why a cache: evaluation runs after every PE iteration and again at the end, always against the same
 private images; each image (private or synthetic) is embedded once per embedder, keyed by the sha256 of its
 content, whatever the file is called. The cache holds embeddings of private images: it must stay with the
-private run data (``<run>/cache/eval/``), never in ``release/``.
+private run data (``<run>/private/eval-cache/``), never in ``release/``.
 """
 
 from __future__ import annotations

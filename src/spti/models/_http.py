@@ -33,9 +33,10 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from typing import Any, TypeVar
 
+from spti._threads import DaemonThreadPool
 from spti.errors import BackendError, ConfigError
 from spti.log import logger
 
@@ -388,13 +389,13 @@ class OpenAIClient:
 
         The first exception raised by ``fn`` is re-raised as soon as it happens, after cancelling the calls not
         yet started, so a fatal error (a bad key) does not go on to send hundreds of doomed requests. Calls
-        already running finish first (each is bounded by the timeout and retries)."""
+        already running finish first (each is bounded by the timeout and retries), except on Ctrl-C, which
+        returns at once."""
         items = list(items)
         if len(items) <= 1 or self.concurrency == 1:
             return [fn(x) for x in items]
-        with ThreadPoolExecutor(
-            max_workers=min(self.concurrency, len(items)), thread_name_prefix="spti-http"
-        ) as ex:
+        # daemon workers: on Ctrl-C the process does not wait for the requests in flight (up to the timeout)
+        with DaemonThreadPool(max_workers=min(self.concurrency, len(items)), thread_name_prefix="spti-http") as ex:
             futures = [ex.submit(fn, x) for x in items]
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)

@@ -21,6 +21,19 @@ class Backend(abc.ABC):  # noqa: B024 - the roles declare the abstract methods
     """
 
     backend_name: str = "?"
+    #: Image backends (captioner, image embedder): the smallest image side the model needs, or None. The
+    #: pipeline's image loader downscales larger images to it as soon as they are decoded (JPEG: while
+    #: decoding), so a batch of huge files costs O(batch x input size) memory; None: full size.
+    input_size: int | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every backend class's role methods and ``info()`` are guarded (:mod:`spti.models._guard`):
+        inside a pipeline stage a failure names the backend and the stage; ``info()`` never carries a
+        credential into a manifest."""
+        super().__init_subclass__(**kwargs)
+        from spti.models._guard import guard_class
+
+        guard_class(cls)
 
     def info(self) -> dict[str, Any]:
         return {"backend": self.backend_name}

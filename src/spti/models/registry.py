@@ -12,7 +12,7 @@ import pkgutil
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-from spti.errors import ConfigError
+from spti.errors import BackendError, ConfigError
 
 T = TypeVar("T")
 
@@ -60,10 +60,16 @@ class Registry(Generic[T]):
             raise ConfigError(f"{self.role}: 'backend' must be a non-empty string, got {name!r}")
         if ":" in name:  # plug-in: "package.module:ClassName"
             modname, _, clsname = name.partition(":")
+            if not modname or not clsname or not all(p.isidentifier() for p in [*modname.split("."), *clsname.split(".")]):
+                raise ConfigError(f"{self.role}: backend {name!r} is not of the form 'package.module:ClassName'")
             try:
-                cls = getattr(importlib.import_module(modname), clsname)
+                cls: Any = importlib.import_module(modname)
+                for part in clsname.split("."):
+                    cls = getattr(cls, part)
             except (ImportError, AttributeError) as e:
                 raise ConfigError(f"{self.role}: cannot import backend {name!r}: {e}") from e
+            except Exception as e:  # noqa: BLE001 - importing a plug-in runs its code: any error is its own
+                raise ConfigError(f"{self.role}: importing backend {name!r} failed: {type(e).__name__}: {e}") from e
             if not (isinstance(cls, type) and issubclass(cls, self.base)):
                 raise ConfigError(f"{self.role}: {name!r} is not a subclass of {self.base.__name__}")
             return cls
@@ -84,6 +90,10 @@ class Registry(Generic[T]):
             raise ConfigError(f"{self.role}: config needs a 'backend' key, got {cfg!r}")
         kwargs = dict(cfg)
         name = kwargs.pop("backend")
+        from spti.redact import require_no_redacted
+
+        # a config read back from a run folder's config.yaml holds markers where the user's secrets were
+        require_no_redacted(kwargs, f"{self.role} backend {name!r}")
         cls = self.get(name)
         missing = sorted(getattr(cls, "__abstractmethods__", ()))
         if missing:  # constructing it would raise a TypeError that reads like a bad option
@@ -94,3 +104,12 @@ class Registry(Generic[T]):
             return cls(**kwargs)
         except TypeError as e:
             raise ConfigError(f"{self.role} backend {name!r}: bad options {sorted(kwargs)}: {e}") from e
+        except Exception as e:
+            from spti.errors import SptiError
+            from spti.models._guard import current_stage, failure_message
+
+            stage = current_stage()
+            if stage is None or isinstance(e, SptiError):
+                raise
+            # a backend's constructor sees no private data: its message may be quoted (scrubbed)
+            raise BackendError(failure_message(self.role, name, stage, e, private=False, what="could not be built")) from e

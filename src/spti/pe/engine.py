@@ -5,12 +5,19 @@
         C_t  = (S_{t-1} if keep_selected) + k variations of each member of S_{t-1}
         h_t  = votes of the private samples for their nearest candidate in C_t   (sensitivity 1)
         h~_t = h_t + N(0, σ² I)                          <- the only release; saved before it is used
+                                                            (or the exact discrete Gaussian, see below)
         S_t  = select(threshold(h~_t, H), N)             (post-processing)
     release S_T
 
 Checkpoints (atomic) in ``checkpoints/iter_XXX/``: ``candidates.jsonl`` before voting,
 ``noisy_histogram.npz`` as soon as the noise is added, ``population.jsonl`` after selection. A resumed run
 reuses each file it finds, so noise is never drawn twice for the same iteration.
+
+Each ``noisy_histogram.npz`` also records how its noise was drawn — ``sigma`` always; ``noise`` ("discrete")
+and ``grid`` for the exact discrete Gaussian (absent: the Gaussian) — because the ledger is composed from
+what these files say, not from the budget the current process computed (:mod:`spti.stages.budget`): a
+resume that would mix two different σ is caught there. The noise itself is drawn by
+:func:`spti.pe.histogram.release_histogram`, the one function the audit also calls.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from typing import Protocol
 import numpy as np
 
 from spti.config import PEConfig
-from spti.data.io import atomic_save_npz, atomic_write_jsonl, load_npz, read_jsonl
+from spti.data.io import atomic_write_jsonl, load_npz, read_jsonl
+from spti.data.lock import save_npz_once
+from spti.errors import RunFolderError
 from spti.log import logger
 from spti.pe.generation import TextGenerator, stage_rng
-from spti.pe.histogram import contribution_weights, vote_histogram
+from spti.pe.histogram import release_histogram, vote_histogram, vote_weights
 from spti.pe.selection import select, threshold_counts
 
 
@@ -48,9 +57,12 @@ class PrivateSet:
     num_units: int
     unit: str
 
-    def weights(self) -> np.ndarray:
-        """Each row's vote weight: a unit's rows share total weight <= 1 (sensitivity 1 per unit)."""
-        return contribution_weights(self.owners, self.features.shape[0])
+    fingerprint: str | None = None  # content hash of the private input; resumes on other data are refused
+
+    def weights(self, noise: str = "gaussian", grid: int | None = None) -> np.ndarray:
+        """Each row's vote weight: a unit's rows share total weight <= 1 (sensitivity 1 per unit); with the
+        discrete sampler, integer weights summing to ``grid`` per unit (:func:`~spti.pe.histogram.vote_weights`)."""
+        return vote_weights(self.owners, self.features.shape[0], noise=noise, grid=grid)
 
 
 @dataclass
@@ -80,7 +92,12 @@ class PrivateEvolution:
         on_histogram: Callable[[int], None] | None = None,
         on_iteration: Callable[[IterationRecord], None] | None = None,
         stop_after: int | None = None,
+        noise_kind: str = "gaussian",
+        grid: int | None = None,
     ):
+        """``noise_kind`` / ``grid``: the Gaussian (default) or the exact discrete Gaussian on the integer
+        vote grid ``grid``; with "discrete", ``weights`` must be the integer grid weights of
+        :func:`~spti.pe.histogram.vote_weights` (None: record level, grid 1)."""
         self.cfg = cfg
         self.generator = generator
         self.embed_candidates = embed_candidates
@@ -94,6 +111,8 @@ class PrivateEvolution:
         self.on_histogram = on_histogram
         self.on_iteration = on_iteration
         self.stop_after = stop_after  # tests: simulate a crash after this iteration
+        self.noise_kind = noise_kind
+        self.grid = grid
 
     def iter_dir(self, t: int) -> Path:
         return self.dir / f"iter_{t:03d}"
@@ -161,9 +180,20 @@ class PrivateEvolution:
                     backend=cfg.nn_backend,
                     normalize=cfg.normalize,
                 )
-                noisy = counts + self.noise.gaussian(counts.shape, self.sigma, iteration=t)
+                noisy, _ = release_histogram(counts, self.sigma, noise=self.noise, iteration=t,
+                                             kind=self.noise_kind, grid=self.grid)
                 del counts  # the clean histogram is private: it is never stored
-                atomic_save_npz(hist_path, noisy_counts=noisy, sigma=np.float64(self.sigma), iteration=np.int64(t))
+                how = {} if self.noise_kind == "gaussian" else {"noise": np.str_(self.noise_kind),
+                                                                 "grid": np.int64(self.grid or 1)}
+                try:  # written once: never replaces a histogram drawn by another process (spti.data.lock)
+                    save_npz_once(hist_path, noisy_counts=noisy, sigma=np.float64(self.sigma),
+                                  iteration=np.int64(t), **how)
+                except FileExistsError:
+                    raise RunFolderError(
+                        f"{hist_path} appeared while iteration {t} was voting: another process works on this run "
+                        "folder. This process's noise was discarded, not written; run the same command again "
+                        "once the other one has finished"
+                    ) from None
                 self.stats["histograms_released"] += 1
                 if self.on_histogram:
                     self.on_histogram(t)

@@ -43,6 +43,9 @@ class TextGenerator:
         t = default_templates()
         self.system = cfg.system_prompt if cfg.system_prompt is not None else t["system"]
         self.random_template = cfg.random_template or t["random"]
+        # with public example captions, the random API imitates them (the captioner's own style, which is
+        # what the private captions look like); an explicit random_template is used as given
+        self.random_examples_template = cfg.random_template or t["random_examples"]
         self.fill_in_template = cfg.fill_in_template or t["fill_in"]
         self.rephrase_template = cfg.rephrase_template or t["rephrase"]
         self.examples_template = t["examples"]
@@ -61,7 +64,9 @@ class TextGenerator:
 
     def random_prompts(self, n: int, rng: np.random.Generator) -> list[list[dict[str, str]]]:
         cfg = self.cfg
-        base_len = float(np.clip(15, cfg.min_length, cfg.max_length))
+        imitate = bool(cfg.examples) and cfg.random_template is None  # the examples template: their length too
+        typical = float(np.mean([len(e.split()) for e in cfg.examples])) if imitate else 15.0
+        base_len = float(np.clip(typical, cfg.min_length, cfg.max_length))
         convs = []
         for _ in range(n):
             fields: dict[str, str] = {"domain": cfg.domain, "tone": str(rng.choice(cfg.tones)) if cfg.tones else "plain"}
@@ -69,14 +74,16 @@ class TextGenerator:
                 fields[key] = str(values[rng.integers(len(values))])
             fields.setdefault("focus", "what it shows")
             fields["length"] = str(self._target_length(rng, base_len))
+            template = self.random_template
             if cfg.examples:
-                k = min(3, len(cfg.examples))
-                picks = rng.choice(len(cfg.examples), size=k, replace=False)
-                items = "; ".join(f'"{cfg.examples[i]}"' for i in picks)
-                fields["examples"] = self.examples_template.format(items=items)
+                k = min(cfg.examples_per_prompt, len(cfg.examples))
+                picks = [cfg.examples[i] for i in rng.choice(len(cfg.examples), size=k, replace=False)]
+                fields["examples"] = self.examples_template.format(items="; ".join(f'"{e}"' for e in picks))
+                fields["example_lines"] = "\n".join(picks)
+                template = self.random_examples_template
             else:
                 fields["examples"] = ""
-            convs.append(self._conv(_format(self.random_template, fields)))
+            convs.append(self._conv(_format(template, fields)))
         return convs
 
     def variation_prompts(self, parents: Sequence[str], rng: np.random.Generator) -> list[list[dict[str, str]]]:

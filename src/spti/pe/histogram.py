@@ -5,6 +5,12 @@ Sensitivity: with add/remove-one adjacency a record (or user) holds total weight
 record changes the vote vector by at most 1 in L2 (and L1). The accountant in :mod:`spti.privacy` relies on
 exactly this.
 
+The release: :func:`release_histogram` is the ONE place where DP noise is added to a vote vector. The engine
+draws every histogram through it, and the empirical audit (:mod:`spti.audit`) calls the same function, so
+what is audited is what runs. :func:`vote_weights` gives the matching vote weights: real-valued
+:func:`contribution_weights` for the Gaussian, integer :func:`~spti.privacy.discrete.grid_weights` on the
+vote grid for the exact discrete Gaussian (whose sampler needs integer counts).
+
 Scale: private features may be a memory-mapped (N, d) array with N = 300k; we process them in chunks of
 ``chunk_size`` rows, so memory is O(chunk × candidates), and each chunk is one BLAS matmul (or a faiss flat
 search). No Python loop per sample.
@@ -13,11 +19,15 @@ search). No Python loop per sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spti.errors import InputError
 from spti.log import progress
+
+if TYPE_CHECKING:  # pragma: no cover
+    from spti.privacy.noise import NoiseSource
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:
@@ -132,3 +142,41 @@ def vote_histogram(
         normalize_queries=normalize, show_progress=show_progress,
     )
     return np.bincount(idx, weights=weights, minlength=m).astype(np.float64)
+
+
+def vote_weights(owners: Sequence | np.ndarray | None, n_rows: int, *, noise: str = "gaussian",
+                 grid: int | None = None) -> np.ndarray:
+    """Each row's vote weight for the noise kind a run uses: :func:`contribution_weights` (each owner's rows
+    share weight 1) for ``"gaussian"``; for ``"discrete"`` the integer weights of
+    :func:`spti.privacy.discrete.grid_weights` on the grid ``grid`` (each owner's rows share exactly
+    ``grid``), so the counts are integers and :func:`release_histogram` divides them back by ``grid``."""
+    if noise == "gaussian":
+        return contribution_weights(owners, n_rows)
+    if noise == "discrete":
+        from spti.privacy.discrete import grid_weights
+
+        return grid_weights(owners, n_rows, 1 if grid is None else grid).astype(np.float64)
+    raise InputError(f"unknown noise kind {noise!r}; use 'gaussian' or 'discrete'")
+
+
+def release_histogram(counts: np.ndarray, sigma: float, *, noise: NoiseSource, iteration: int,
+                      kind: str = "gaussian", grid: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """Add the DP noise to a (PRIVATE) vote vector: the only way spti turns votes into a release.
+
+    ``kind="gaussian"``: ``counts + noise.gaussian(counts.shape, σ, iteration)`` (float64).
+    ``kind="discrete"``: ``counts`` are the integer votes of :func:`vote_weights` on the grid ``grid``; the
+    exact discrete Gaussian N_Z(0, (grid·σ)²) is added and the result divided by ``grid``
+    (:func:`spti.privacy.discrete.add_discrete_noise`). Either way the noise multiplier per unit of vote
+    weight is σ. ``counts`` may have any shape (the audit passes a batch of copies, one release per row).
+
+    Returns ``(noisy, record)``: ``record`` says what was done (kind, σ, grid, whether the randomness was
+    secure; for the discrete sampler the exact σ² and ρ), never the noise or the counts.
+    """
+    if kind == "gaussian":
+        noisy = counts + noise.gaussian(counts.shape, sigma, iteration=iteration)
+        return noisy, {"noise": "gaussian", "sigma": float(sigma), "secure": noise.secure}
+    if kind == "discrete":
+        from spti.privacy.discrete import add_discrete_noise
+
+        return add_discrete_noise(counts, sigma, iteration=iteration, source=noise, scale=1 if grid is None else grid)
+    raise InputError(f"unknown noise kind {kind!r}; use 'gaussian' or 'discrete'")

@@ -12,16 +12,20 @@
 from __future__ import annotations
 
 from spti.privacy.accountant import (
+    DELTA_WARN,
     UNITS,
     PrivacyBudget,
+    dataset_size_statement,
     default_delta,
     delta_for_epsilon,
     delta_for_rho,
+    delta_warning,
     epsilon_for_delta,
     epsilon_for_rho,
     epsilon_from_sigma,
     log_delta_for_epsilon,
     mu_for_epsilon,
+    resolve_noise,
     rho_for_epsilon,
     sigma_from_epsilon,
     validate_delta,
@@ -58,6 +62,7 @@ from spti.privacy.noise import NoiseSource
 
 __all__ = [
     "DEFAULT_USER_SCALE",
+    "DELTA_WARN",
     "NOISE_KINDS",
     "POSTPROCESSING",
     "PREPROCESSING",
@@ -72,9 +77,11 @@ __all__ = [
     "ProcessingStep",
     "add_discrete_noise",
     "compare_noise",
+    "dataset_size_statement",
     "default_delta",
     "delta_for_epsilon",
     "delta_for_rho",
+    "delta_warning",
     "epsilon_discrete",
     "epsilon_for_delta",
     "epsilon_for_rho",
@@ -83,6 +90,7 @@ __all__ = [
     "grid_weights",
     "log_delta_for_epsilon",
     "mu_for_epsilon",
+    "resolve_noise",
     "rho_discrete",
     "rho_for_epsilon",
     "sigma_for_epsilon_discrete",

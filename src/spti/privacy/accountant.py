@@ -36,9 +36,12 @@ from scipy import special
 from spti.errors import BudgetError
 
 __all__ = [
+    "DELTA_WARN",
     "UNITS",
     "PrivacyBudget",
+    "dataset_size_statement",
     "default_delta",
+    "delta_warning",
     "delta_for_epsilon",
     "delta_for_rho",
     "epsilon_for_delta",
@@ -46,6 +49,7 @@ __all__ = [
     "epsilon_from_sigma",
     "log_delta_for_epsilon",
     "mu_for_epsilon",
+    "resolve_noise",
     "rho_for_epsilon",
     "sigma_from_epsilon",
     "validate_delta",
@@ -60,10 +64,19 @@ __all__ = [
 #: Units of privacy: what one "neighbouring dataset" adds or removes.
 UNITS = ("record", "user")
 
+#: Above this δ spti warns: δ is the probability with which the guarantee may fail outright, and the PE
+#: literature and most DP deployments use δ ≤ 1e-5 (the default 1/(N ln N) exceeds it for N below ~10⁴;
+#: N = 4 gives δ = 0.18, which protects nobody).
+DELTA_WARN = 1e-5
+
+# Kinds of noise (spti.privacy.discrete.NOISE_KINDS, repeated here because discrete imports this module).
+_NOISE_KINDS = ("gaussian", "discrete")
+
 _SQRT2 = math.sqrt(2.0)
 _RTOL = 4 * np.finfo(float).eps  # the smallest relative tolerance brentq accepts
 _XTOL = 1e-300
 _MAXITER = 1000
+_MU_MAX = 1e153  # above it μ²/2 (the scale of ε) is beyond the float range: refused, not mis-computed
 # Relative tolerance when checking that a stored budget's ε matches its σ (see PrivacyBudget).
 _CONSISTENCY_RTOL = 1e-6
 
@@ -103,7 +116,7 @@ def validate_epsilon(eps: Any, allow_inf: bool = False) -> float:
             return x
         raise BudgetError(
             f"epsilon = {x} is not a privacy budget. Use a finite epsilon > 0 (typical values 1 to 10); "
-            "to run without differential privacy, ask for it explicitly (not_private / --no-privacy)."
+            "to run without differential privacy, ask for it explicitly (privacy.not_private: true / --not-private)."
         )
     if x <= 0:
         raise BudgetError(
@@ -271,6 +284,11 @@ def epsilon_for_delta(delta: float, mu: float) -> float:
     m = _validate_mu(mu)
     if math.isinf(m):
         return math.inf
+    if m > _MU_MAX:  # ε ≈ μ²/2 would overflow the float range (e.g. sigma = 1e-300)
+        raise BudgetError(
+            f"mu = {m:.3g}: the noise is so small that epsilon would exceed the float range (about mu^2/2); "
+            "such a run protects nothing. Use a larger sigma, give epsilon instead, or ask for a not-private run"
+        )
     log_target = math.log(d)
     # δ(0) = Φ(μ/2) − Φ(−μ/2) = erf(μ/(2√2)).
     if math.log(special.erf(m / (2 * _SQRT2))) <= log_target:
@@ -512,6 +530,14 @@ class PrivacyBudget:
     ``unit`` ("record" or "user"); ``private``; ``delta_is_default`` (δ = 1/(N ln N) chosen by spti).
     A not-private budget has ε = μ = ∞, σ = 0 and δ = 0 (the vacuous (∞, 0)-DP).
 
+    ``noise``: "gaussian" (the default floating-point sampler, accounted exactly in GDP) or "discrete" (the
+    exact discrete Gaussian of :mod:`spti.privacy.discrete` on the integer vote grid of resolution
+    ``grid``, accounted with its proven zCDP bound, so ε is a little larger at the same σ).
+    ``num_private_is_bound``: ``num_private`` is a *public upper bound* on N given by the user (and used
+    for the default δ), not the exact number of private units, which then appears nowhere in the budget.
+    The three are written by :meth:`to_dict` only when they differ from the defaults, so the record of a
+    plain Gaussian run is unchanged.
+
     The constructor checks the fields against each other (μ = √T/σ, ε = ε(σ, T, δ)), so a budget read back
     from a hand-edited privacy.json cannot claim more privacy than its σ gives.
     """
@@ -525,6 +551,9 @@ class PrivacyBudget:
     unit: str = "record"
     private: bool = True
     delta_is_default: bool = False
+    noise: str = "gaussian"
+    grid: int | None = None
+    num_private_is_bound: bool = False
 
     def __post_init__(self) -> None:
         validate_unit(self.unit)
@@ -532,6 +561,17 @@ class PrivacyBudget:
         n = validate_num_private(self.num_private)
         if not isinstance(self.private, bool) or not isinstance(self.delta_is_default, bool):
             raise BudgetError("private and delta_is_default must be true or false")
+        if not isinstance(self.num_private_is_bound, bool):
+            raise BudgetError("num_private_is_bound must be true or false")
+        if self.noise not in _NOISE_KINDS:
+            raise BudgetError(f"noise = {self.noise!r} is not a kind of noise; use one of {', '.join(_NOISE_KINDS)}")
+        if self.noise == "gaussian":
+            if self.grid is not None:
+                raise BudgetError("grid (the integer vote grid) applies only to noise = 'discrete'")
+        else:
+            from spti.privacy.discrete import validate_scale
+
+            validate_scale(self.grid)
         if not self.private:
             if not (
                 _real(self.epsilon, "epsilon") == math.inf
@@ -549,7 +589,7 @@ class PrivacyBudget:
         expected_mu = math.sqrt(t) / s
         if not math.isclose(mu, expected_mu, rel_tol=1e-9):
             raise BudgetError(f"mu = {mu!r} does not match sqrt(T)/sigma = {expected_mu!r}")
-        actual = epsilon_for_delta(d, expected_mu)
+        actual = _epsilon_of(s, t, d, self.unit, self.noise, self.grid)
         if actual > eps * (1 + 1e-9) + 1e-12 or not math.isclose(
             actual, eps, rel_tol=_CONSISTENCY_RTOL, abs_tol=1e-12
         ):
@@ -574,18 +614,30 @@ class PrivacyBudget:
         num_private: int,
         delta: float | None = None,
         unit: str = "record",
+        *,
+        noise: str = "gaussian",
+        grid: int | None = None,
+        num_private_is_bound: bool = False,
     ) -> PrivacyBudget:
         """Calibrate σ so that T iterations are (ε, δ)-DP; δ defaults to 1/(N ln N).
 
-        ε = ∞ is refused (use :meth:`not_private`).
+        ε = ∞ is refused (use :meth:`not_private`). ``noise="discrete"`` calibrates σ with the discrete
+        sampler's zCDP accountant on the vote grid ``grid`` (None: :func:`resolve_grid`'s default).
+        ``num_private_is_bound``: ``num_private`` is a public upper bound on N (see the class docstring).
         """
         eps = validate_epsilon(epsilon)
         t = validate_iterations(iterations)
         n = validate_num_private(num_private)
         u = validate_unit(unit)
+        kind, g = resolve_noise(noise, grid, u)
         d, is_default = cls._resolve_delta(delta, n, u)
-        sigma = sigma_from_epsilon(eps, d, t)
-        return cls(eps, d, sigma, t, math.sqrt(t) / sigma, n, u, True, is_default)
+        if kind == "discrete":
+            from spti.privacy.discrete import sigma_for_epsilon_discrete
+
+            sigma = sigma_for_epsilon_discrete(eps, t, d, unit=u, scale=g)
+        else:
+            sigma = sigma_from_epsilon(eps, d, t)
+        return cls(eps, d, sigma, t, math.sqrt(t) / sigma, n, u, True, is_default, kind, g, bool(num_private_is_bound))
 
     @classmethod
     def from_sigma(
@@ -595,23 +647,32 @@ class PrivacyBudget:
         num_private: int,
         delta: float | None = None,
         unit: str = "record",
+        *,
+        noise: str = "gaussian",
+        grid: int | None = None,
+        num_private_is_bound: bool = False,
     ) -> PrivacyBudget:
         """The (ε, δ) spent by T iterations with a given noise σ; δ defaults to 1/(N ln N)."""
         s = validate_sigma(sigma)
         t = validate_iterations(iterations)
         n = validate_num_private(num_private)
         u = validate_unit(unit)
+        kind, g = resolve_noise(noise, grid, u)
         d, is_default = cls._resolve_delta(delta, n, u)
         mu = math.sqrt(t) / s
-        return cls(epsilon_for_delta(d, mu), d, s, t, mu, n, u, True, is_default)
+        eps = _epsilon_of(s, t, d, u, kind, g)
+        return cls(eps, d, s, t, mu, n, u, True, is_default, kind, g, bool(num_private_is_bound))
 
     @classmethod
-    def not_private(cls, iterations: int, num_private: int, unit: str = "record") -> PrivacyBudget:
+    def not_private(
+        cls, iterations: int, num_private: int, unit: str = "record", *, num_private_is_bound: bool = False
+    ) -> PrivacyBudget:
         """An explicitly NOT differentially private run: σ = 0, ε = ∞ (for debugging and upper bounds)."""
         t = validate_iterations(iterations)
         n = validate_num_private(num_private)
         u = validate_unit(unit)
-        return cls(math.inf, 0.0, 0.0, t, math.inf, n, u, False, False)
+        return cls(math.inf, 0.0, 0.0, t, math.inf, n, u, False, False,
+                   num_private_is_bound=bool(num_private_is_bound))
 
     # -- serialisation ------------------------------------------------------------------------------------
 
@@ -620,6 +681,11 @@ class PrivacyBudget:
         d = asdict(self)
         for k in ("epsilon", "delta", "sigma", "mu"):
             d[k] = _float_to_json(d[k])
+        # Written only when not the default, so a plain Gaussian run's record is what it always was.
+        if self.noise == "gaussian":
+            del d["noise"], d["grid"]
+        if not self.num_private_is_bound:
+            del d["num_private_is_bound"]
         return d
 
     @classmethod
@@ -641,19 +707,115 @@ class PrivacyBudget:
             unit=data.get("unit", "record"),
             private=data.get("private", True),
             delta_is_default=data.get("delta_is_default", False),
+            noise=data.get("noise", "gaussian"),
+            grid=data.get("grid"),
+            num_private_is_bound=data.get("num_private_is_bound", False),
         )
 
     def describe(self) -> str:
         """One human sentence stating the guarantee, for logs, the CLI and the report."""
-        unit_n = f"N = {self.num_private} private {self.unit}{'s' if self.num_private != 1 else ''}"
+        plural = "s" if self.num_private != 1 else ""
+        if self.num_private_is_bound:
+            unit_n = f"N <= {self.num_private} private {self.unit}{plural} (a public bound)"
+        else:
+            unit_n = f"N = {self.num_private} private {self.unit}{plural}"
         if not self.private:
             return (
                 f"NOT differentially private: no noise (sigma = 0) in {self.iterations} iteration(s) over "
                 f"{unit_n}. The output may reveal private data; do not release it as private."
             )
-        dflt = " = 1/(N ln N)" if self.delta_is_default else ""
-        return (
+        if self.delta_is_default:
+            dflt = " = 1/(B ln B), B the public bound on N" if self.num_private_is_bound else " = 1/(N ln N)"
+        else:
+            dflt = ""
+        head = (
             f"({self.epsilon:.4g}, {self.delta:.3g})-differentially private per {self.unit} "
             f"(add/remove one {self.unit}; delta{dflt}), {unit_n}: {self.iterations} noisy histogram(s) "
-            f"with Gaussian noise sigma = {self.sigma:.4g} (exactly {self.mu:.4g}-GDP)."
         )
+        if self.noise == "discrete":
+            from spti.privacy.discrete import rho_discrete
+
+            rho = rho_discrete(self.sigma, self.iterations, unit=self.unit, scale=self.grid)
+            grid = f"on the vote grid 1/{self.grid}, " if self.grid != 1 else ""
+            return head + (
+                f"with exact discrete Gaussian noise sigma = {self.sigma:.4g} ({grid}{rho:.4g}-zCDP, the bound "
+                "proven for it by Canonne, Kamath & Steinke 2020)."
+            )
+        return head + f"with Gaussian noise sigma = {self.sigma:.4g} (exactly {self.mu:.4g}-GDP)."
+
+
+def resolve_noise(noise: Any, grid: Any, unit: str) -> tuple[str, int | None]:
+    """The noise kind and the integer vote grid a budget uses.
+
+    ``grid`` applies to the discrete sampler only; None means 1 at record level (votes are already
+    integers) and :data:`spti.privacy.discrete.DEFAULT_USER_SCALE` at user level (1/k is exact for users
+    with up to 10 rows).
+    """
+    if noise not in _NOISE_KINDS:
+        raise BudgetError(f"noise = {noise!r} is not a kind of noise; use one of {', '.join(_NOISE_KINDS)}")
+    if noise == "gaussian":
+        if grid is not None:
+            raise BudgetError("grid (the integer vote grid) applies only to noise = 'discrete'")
+        return "gaussian", None
+    from spti.privacy.discrete import DEFAULT_USER_SCALE, validate_scale
+
+    if grid is None:
+        return "discrete", (1 if validate_unit(unit) == "record" else DEFAULT_USER_SCALE)
+    return "discrete", validate_scale(grid)
+
+
+def _epsilon_of(sigma: float, iterations: int, delta: float, unit: str, noise: str, grid: int | None) -> float:
+    """ε of T histograms at σ, δ with the accountant proven for the noise kind."""
+    if noise == "discrete":
+        from spti.privacy.discrete import epsilon_discrete
+
+        return epsilon_discrete(sigma, iterations, delta, unit=unit, scale=grid)
+    return epsilon_for_delta(delta, math.sqrt(iterations) / sigma)
+
+
+def delta_warning(budget: PrivacyBudget) -> str | None:
+    """A warning when the budget's δ is above :data:`DELTA_WARN` (None otherwise, and for no-noise runs).
+
+    Why: δ is the probability with which the guarantee may fail outright. The default 1/(N ln N) is
+    large for small data sets (N = 4 gives δ = 0.18), where (ε, δ) no longer protects anyone.
+    """
+    if not budget.private or budget.delta <= DELTA_WARN:
+        return None
+    origin = "the default 1/(N ln N)" if budget.delta_is_default else "the delta given"
+    return (
+        f"delta = {budget.delta:.3g} ({origin}) is above {DELTA_WARN:g}: the guarantee may fail outright with "
+        f"probability up to delta, so ({budget.epsilon:.3g}, {budget.delta:.3g})-DP protects little. Set a "
+        "smaller delta (privacy.delta / --delta, e.g. 1e-6) and accept the larger noise it needs."
+    )
+
+
+def dataset_size_statement(budget: PrivacyBudget) -> str:
+    """What the guarantee assumes about N, the number of private records (or users), in words.
+
+    Why it matters: add/remove-one DP changes N by one, so N itself is not protected. The default
+    δ = 1/(N ln N), hence σ, depends on N, and the ledger publishes N: sound only when N is public. A user
+    who cannot publish N gives a public upper bound B (``privacy.num_private_bound``), which replaces N
+    everywhere, or an explicit δ, with which σ does not depend on N.
+    """
+    u = budget.unit
+    n = budget.num_private
+    if budget.num_private_is_bound:
+        how = "delta = 1/(B ln B) is computed from it" if budget.delta_is_default else "delta was given explicitly"
+        return (
+            f"Only a public upper bound on the number of private {u}s is used and recorded: num_private = {n} "
+            f"is that bound B, given by the user ({how}); the exact number of private {u}s is not in this "
+            "ledger."
+        )
+    if not budget.private:
+        return f"The number of private {u}s recorded here (num_private = {n}) is exact and not protected."
+    if budget.delta_is_default:
+        return (
+            f"The number of private {u}s is treated as public: N = {n} is recorded here, and the default "
+            "delta = 1/(N ln N), hence sigma, is computed from it. If N itself is sensitive, give a public "
+            "upper bound (privacy.num_private_bound) or set privacy.delta explicitly."
+        )
+    return (
+        f"delta was given explicitly, so sigma does not depend on the number of private {u}s; the exact "
+        f"number recorded here (num_private = {n}) is not protected by the guarantee: it is treated as public. "
+        "Give privacy.num_private_bound to record a public upper bound instead."
+    )

@@ -6,8 +6,10 @@ Content-Security-Policy forbids the page from loading anything external, so open
 
 Privacy: private images appear only with ``show_private=True``, under a warning banner; without it the
 memorization audit shows distances only (a flagged synthetic image may itself be a near-copy of a private
-one, so it is not shown either). Paths to the private collection are redacted from the config. Every
-metric carries a "not differentially private" label because metrics are computed against private data.
+one, so it is not shown either). Paths to the private collection are redacted from the config, and the
+command line is never shown (the manifest keeps the subcommand only). Every number computed from the private
+data — metrics, ingest and stage counters — carries a "not differentially private" label next to it; N, the
+one exact count the ledger publishes, carries its own label ("treated as public").
 Robustness: every file but ``manifest.json`` is optional; a missing or malformed part becomes a note.
 
 Module map: :mod:`~spti.report.reader` reads the run folder, :mod:`~spti.report.sections` and
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from spti.errors import RunFolderError
 from spti.log import logger
+from spti.report.audit_section import audit_section
 from spti.report.markup import esc, section
 from spti.report.metrics_sections import memorization_section, metrics_section
 from spti.report.reader import RunReader
@@ -62,6 +65,8 @@ code{font-size:13px}
 .banner.warn{background:#fff4d6;border:1px solid #e6c46b;color:#5b4300}
 .notdp{display:inline-block;background:#fde7e9;color:#8a1020;border:1px solid #f2b8c0;border-radius:10px;
   padding:0 7px;font-size:12px;white-space:nowrap;margin-left:4px}
+.assume{display:inline-block;background:#fff4d6;color:#5b4300;border:1px solid #e6c46b;border-radius:10px;
+  padding:0 7px;font-size:12px;white-space:nowrap;margin-left:4px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(150px,100%),1fr));gap:10px}
 figure{margin:0;background:#fafbfc;border:1px solid #e6e8ec;border-radius:6px;padding:6px;min-width:0}
 figure img{display:block;width:100%;height:auto;image-rendering:auto;border-radius:4px;background:#eee}
@@ -77,6 +82,13 @@ ol.captions li{margin:.15em 0}
 .flag{color:#b00020;font-weight:600}
 details summary{cursor:pointer;margin:.3em 0}
 """
+
+
+_LEGEND = (
+    '<p class="note">Only the files of <code>release/</code> are covered by the privacy guarantee below. Numbers '
+    'marked <span class="notdp">not differentially private</span> are exact values computed from the private '
+    "data: keep them with the run, do not publish them.</p>"
+)
 
 
 def build_report(
@@ -111,6 +123,7 @@ def build_report(
 
     sections = [
         privacy_section(run, manifest),
+        audit_section(run),  # "" unless `spti audit` ran (private/audit.json)
         config_section(run, manifest),
         release_section(run, max_images),
     ]
@@ -145,7 +158,7 @@ def build_report(
         f"<h1>spti report: {esc(root.resolve().name)}</h1>"
         f'<p class="note">spti {esc(version)} · report built {esc(created)} · run created '
         f"{esc(manifest.get('created', '?'))}</p>"
-        f"{banner}{''.join(sections)}{notes}</main></body></html>\n"
+        f"{_LEGEND}{banner}{''.join(sections)}{notes}</main></body></html>\n"
     )
     target = Path(out) if out is not None else root / "report.html"
     from spti.data.io import atomic_write_text

@@ -18,7 +18,14 @@ from typing import Any
 from spti.log import logger
 
 NOT_DP_LABEL = "not differentially private"
+#: The label of N, the one exact count of the private data that the ledger publishes (by its assumption).
+ASSUMED_PUBLIC_LABEL = "exact count, treated as public"
 THUMB = 256
+
+
+class Raw(str):
+    """HTML built by these helpers, shown by :func:`table` and :func:`kv_table` as it is (not escaped):
+    how a cell carries a number together with its label."""
 
 
 def esc(x: Any) -> str:
@@ -52,9 +59,27 @@ def notdp() -> str:
     return f'<span class="notdp" title="computed against private data — do not publish">{NOT_DP_LABEL}</span>'
 
 
+def notdp_value(v: Any) -> Raw:
+    """A number computed from the private data, with the "not differentially private" label next to it."""
+    return Raw(f"{esc(fmt(v))} {notdp()}")
+
+
+def assumed_public_value(v: Any) -> Raw:
+    """N, with the label that says it is exact and published only by the ledger's stated assumption."""
+    return Raw(
+        f'{esc(fmt(v))} <span class="assume" title="an exact count of the private data, not differentially '
+        f'private; published because the ledger treats it as public (see its assumptions)">'
+        f"{ASSUMED_PUBLIC_LABEL}</span>"
+    )
+
+
+def _cell(v: Any) -> str:
+    return v if isinstance(v, Raw) else esc(fmt(v))
+
+
 def kv_table(rows: Iterable[tuple[str, Any]], *, raw_html: bool = False) -> str:
     body = "".join(
-        f"<tr><th>{esc(k)}</th><td>{v if raw_html else esc(fmt(v))}</td></tr>"
+        f"<tr><th>{esc(k)}</th><td>{v if raw_html else _cell(v)}</td></tr>"
         for k, v in rows
         if v is not None
     )
@@ -63,7 +88,7 @@ def kv_table(rows: Iterable[tuple[str, Any]], *, raw_html: bool = False) -> str:
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{esc(fmt(c))}</td>" for c in r) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 

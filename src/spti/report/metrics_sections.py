@@ -70,7 +70,7 @@ def metrics_section(run: RunReader) -> tuple[str, Any]:
         rows = []
         for name, entry in mets.items():
             rows.append(
-                f"<tr><td><strong>{esc(name)}</strong>{notdp()}</td><td>{metric_value_html(name, entry)}</td>"
+                f"<tr><td><strong>{esc(name)}</strong></td><td>{metric_value_html(name, entry)} {notdp()}</td>"
                 f"<td>{metric_details(entry)}</td></tr>"
             )
         parts.append(
@@ -133,14 +133,15 @@ def memorization_section(run: RunReader, metrics: Any, show_private: bool, max_i
         f"({esc(mem.get('reference', 'median private-to-private nearest-neighbour distance'))}: "
         f"{esc(fmt(mem.get('reference_distance')))}). {notdp()}</p>",
         f"<p><strong>{esc(fmt(mem.get('n_flagged')))}</strong> of {esc(fmt(mem.get('n_synthetic')))} synthetic "
-        "images flagged.</p>",
+        f"images flagged {notdp()}.</p>",
     ]
     if not pairs:
         parts.append(note("no closest pairs recorded"))
         return section("memorization", "Memorization audit", "".join(parts))
     parts.append(
         table(
-            ("rank", "synthetic image", "distance", "ratio", "flagged"),
+            ("rank", "synthetic image", f"distance ({NOT_DP_LABEL})", f"ratio ({NOT_DP_LABEL})",
+             f"flagged ({NOT_DP_LABEL})"),
             [
                 [
                     i + 1,

@@ -70,14 +70,24 @@ class RunReader:
 
 
 _PRIVATE_CONFIG_KEYS = {"private", "data", "out", "private_paths", "path", "paths"}
+_COMMAND_KEYS = ("command", "last_command")
 
 
 def redact(obj: Any) -> Any:
-    """Config/manifest with paths to the private collection replaced: a report may be shared more widely
-    than the run folder, and private file names are private."""
+    """Config/manifest with paths to the private collection replaced and command lines cut to their
+    subcommand (a run folder of an older spti recorded ``spti run --data /secret/...``): a report may be
+    shared more widely than the run folder, and private file names are private. Credentials are replaced by
+    :func:`spti.redact.redact_secrets` (idempotent: run folders of an older spti may still hold them)."""
+    from spti.data.run import command_name
+    from spti.redact import redact_secrets
+
+    obj = redact_secrets(obj)
     if isinstance(obj, Mapping):
         out: dict[str, Any] = {}
         for k, v in obj.items():
+            if k in _COMMAND_KEYS and isinstance(v, str):
+                out[k] = command_name(v)
+                continue
             if k == "data" and isinstance(v, Mapping):
                 out[k] = {
                     kk: ("<redacted>" if kk in _PRIVATE_CONFIG_KEYS or "path" in str(kk) else vv)

@@ -12,7 +12,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from spti.report.markup import esc, figure, kv_table, note, section, table
+from spti.report.markup import (
+    Raw,
+    assumed_public_value,
+    esc,
+    figure,
+    kv_table,
+    notdp,
+    notdp_value,
+    note,
+    section,
+    table,
+)
 from spti.report.plots import flatten_numbers, num
 from spti.report.reader import RunReader, redact
 
@@ -40,7 +51,7 @@ def privacy_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
                     ("T (noisy histograms / iterations)", budget.get("iterations")),
                     ("μ (Gaussian DP), planned", budget.get("mu")),
                     ("μ (Gaussian DP), spent", spent.get("mu")),
-                    ("N (private units)", budget.get("num_private")),
+                    ("N (private units)", _n(budget.get("num_private"))),
                     ("unit of privacy", budget.get("unit")),
                     ("adjacency", ledger.get("adjacency")),
                     ("within budget", ledger.get("within_budget")),
@@ -83,7 +94,7 @@ def privacy_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
                 ("σ (noise standard deviation)", b.get("sigma")),
                 ("T (iterations)", b.get("iterations", b.get("T"))),
                 ("μ (Gaussian DP)", b.get("mu")),
-                ("N (private units)", b.get("num_private", manifest.get("num_private", b.get("N")))),
+                ("N (private units)", _n(b.get("num_private", manifest.get("num_private", b.get("N"))))),
                 ("unit of privacy", b.get("unit", manifest.get("unit"))),
             ]
         )
@@ -102,6 +113,21 @@ def privacy_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
             )
         )
     return section("privacy", "Privacy budget", "".join(parts))
+
+
+def _n(v: Any) -> Raw | None:
+    """N with its label: the one exact count of the private data that the ledger publishes."""
+    return None if v is None else assumed_public_value(v)
+
+
+def _stage_details(info: Any) -> Any:
+    """A stage record's details (counts of private images, captions, ...), labelled not DP."""
+    if not isinstance(info, Mapping):
+        return ""
+    details = {k: v for k, v in info.items() if k != "done"}
+    if not details:
+        return ""
+    return Raw(f"{esc(json.dumps(details, ensure_ascii=False, default=str))} {notdp()}")
 
 
 def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
@@ -128,15 +154,7 @@ def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
             + table(
                 ("stage", "done", "details"),
                 [
-                    [
-                        s,
-                        (i or {}).get("done") if isinstance(i, Mapping) else i,
-                        json.dumps(
-                            {k: v for k, v in i.items() if k != "done"}, ensure_ascii=False, default=str
-                        )
-                        if isinstance(i, Mapping)
-                        else "",
-                    ]
+                    [s, (i or {}).get("done") if isinstance(i, Mapping) else i, _stage_details(i)]
                     for s, i in stages.items()
                 ],
             )
@@ -161,7 +179,10 @@ def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
                 "<h3>Configuration (config.yaml, private paths redacted)</h3><pre>" + esc(shown) + "</pre>"
             )
     man = json.dumps(redact(dict(manifest)), indent=2, ensure_ascii=False, default=str)
-    parts.append(f"<details><summary>manifest.json</summary><pre>{esc(man)}</pre></details>")
+    parts.append(
+        f"<details><summary>manifest.json (its counts are computed from the private data) {notdp()}</summary>"
+        f"<pre>{esc(man)}</pre></details>"
+    )
     return section("config", "Configuration and models", "".join(parts))
 
 
@@ -257,28 +278,31 @@ def inputs_section(run: RunReader) -> str:
     stats = run.json("stats.json")
     if not isinstance(stats, Mapping):
         return section("inputs", "Inputs and counters", note("stats.json is missing"))
-    parts = []
+    parts = [
+        '<div class="banner warn">These counters are exact counts of the private data and of the run\'s '
+        "internals: NOT differentially private. Do not publish them.</div>"
+    ]
     ing = stats.get("ingest")
     if isinstance(ing, Mapping):
-        flat = [(k, v) for k, v in ing.items() if not isinstance(v, Mapping)]
+        flat = [(k, notdp_value(v)) for k, v in ing.items() if v is not None and not isinstance(v, Mapping)]
         parts.append("<h3>Private images ingested (counts only)</h3>" + kv_table(flat))
         for k, v in ing.items():
             if isinstance(v, Mapping):
                 parts.append(
                     f"<h3>Rejected inputs: {esc(k.replace('_', ' '))}</h3>"
-                    + (table(("reason", "count"), list(v.items())) if v else note("none"))
+                    + (table(("reason", "count"), [(r, notdp_value(c)) for r, c in v.items()]) if v else note("none"))
                 )
     else:
         parts.append(note("no ingest summary in stats.json"))
     others = {k: v for k, v in stats.items() if k != "ingest"}
     if others:
         rows = [
-            (f"{k}.{kk}", vv)
+            (f"{k}.{kk}", notdp_value(vv))
             for k, v in others.items()
             if isinstance(v, Mapping)
             for kk, vv in flatten_numbers(v).items()
         ]
-        rows += [(k, v) for k, v in others.items() if num(v) is not None]
+        rows += [(k, notdp_value(v)) for k, v in others.items() if num(v) is not None]
         if rows:
             parts.append("<h3>Other counters</h3>" + table(("counter", "value"), rows))
     return section("inputs", "Inputs and counters", "".join(parts))

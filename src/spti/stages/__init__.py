@@ -17,7 +17,7 @@ from spti.data.io import read_json
 from spti.data.release import write_release_docs
 from spti.data.run import RunDir
 from spti.errors import ConfigError
-from spti.log import attach_run_log
+from spti.log import attach_run_log, set_progress
 
 __all__ = ["finish_release_docs", "open_run"]
 
@@ -34,14 +34,18 @@ def open_run(cfg: Config, command: str, *, post_processing: bool = False) -> Run
     if not cfg.out:
         raise ConfigError("an output folder is required (--out)")
     existing = RunDir(cfg.out)
-    run_dir = existing if post_processing and existing.is_run() else RunDir.open(cfg.out, cfg, command=command)
+    # both take the folder's lock (one command per run folder) before anything is written
+    run_dir = existing.lock() if post_processing and existing.is_run() else RunDir.open(cfg.out, cfg, command=command)
+    if not cfg.progress:
+        set_progress(False)  # also the libraries' bars ("Loading weights"), for library callers too
     attach_run_log(run_dir.path / "spti.log")
     return run_dir
 
 
 def finish_release_docs(run_dir: RunDir, cfg: Config) -> None:
-    """Copy the ledger and the manifest (with the resolved config, private paths dropped) into release/,
-    so the release folder documents itself when handed over alone."""
+    """Write the ledger and the public manifest (allow-listed fields of the run's manifest and of the resolved
+    config: :func:`spti.data.release.public_manifest`) into release/, and prune release/ to its allow-listed
+    files, so that the release documents itself when handed over alone and holds nothing else."""
     privacy = read_json(run_dir.privacy_path) if run_dir.privacy_path.is_file() else {}
     manifest = run_dir.manifest()
     manifest["config"] = cfg.to_dict()

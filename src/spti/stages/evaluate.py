@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from spti.config import Config
@@ -26,6 +27,15 @@ from spti.stages.render import build_run_renderer
 _SPACE_OF_BACKEND = {"efficientnet-lite0": "efficientnet", "inception": "inception", "dinov2": "dinov2", "clip": "clip"}
 
 POPULATION_IMAGES = "population_images.jsonl"
+
+
+def eval_cache_dir(run_dir: RunDir) -> Path:
+    """Where evaluation caches image features: ``private/eval-cache``. Why under private/: the cache holds
+    the features of the private (real) images. The synthetic images' features share the same cache (one
+    namespace per embedder, keyed by content hash, the way :func:`spti.metrics.evaluate` opens it): splitting
+    it would gain nothing, since only release/ is ever published, and one rule stays simple to check —
+    everything computed from private data lives in private/."""
+    return run_dir.private / "eval-cache"
 
 
 def _eval_space(cfg: Config) -> str | None:
@@ -89,7 +99,7 @@ def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
         embedders=_eval_embedders(cfg),
         prdc_space=_eval_space(cfg),
         memorization_space=_eval_space(cfg),
-        cache_dir=run_dir.cache / "eval",
+        cache_dir=eval_cache_dir(run_dir),
         max_images=cfg.evaluate.max_images,
     )
     MetricsFile(run_dir).write_final(res)
@@ -143,7 +153,7 @@ class PerIterationEvaluator:
         res = evaluate(
             self.ingest_result, images, metrics=self.metrics, embedders=_eval_embedders(self.cfg),
             prdc_space=_eval_space(self.cfg),
-            cache_dir=self.run_dir.cache / "eval", max_images=self.cfg.evaluate.max_images, captions=list(rec.population),
+            cache_dir=eval_cache_dir(self.run_dir), max_images=self.cfg.evaluate.max_images, captions=list(rec.population),
         )
         row = {"iteration": rec.iteration, **_curve_values(res.get("metrics", {}))}
         self.metrics_file.add_iteration(row)

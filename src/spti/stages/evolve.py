@@ -21,7 +21,7 @@ from spti.log import logger
 from spti.pe.candidates import ImageCandidateEmbedder, TextCandidateEmbedder
 from spti.pe.engine import CandidateEmbedder, IterationRecord, PrivateEvolution, PrivateSet
 from spti.pe.generation import TextGenerator
-from spti.stages.budget import make_budget, make_noise, write_ledger
+from spti.stages.budget import bind_private_input, make_budget, make_noise, record_private_input, write_ledger
 
 #: Builds the candidate embedder once the stage's text generator exists (text lookahead needs it).
 CandidateEmbedderFactory = Callable[[TextGenerator], CandidateEmbedder]
@@ -70,15 +70,19 @@ def evolve_stage(
 ) -> EvolveOutcome:
     """Run (or resume) PE and write release/dp_captions.jsonl. ``captioning``: the ledger's record of how
     the private images were captioned (text voting of ``spti run``); ``on_iteration``: called after each
-    iteration (the per-iteration evaluator); ``stop_after``: test hook that simulates a crash."""
+    iteration (the per-iteration evaluator); ``stop_after``: test hook that simulates a crash.
+
+    Refuses to resume on another private input (``private.fingerprint``, see
+    :func:`~spti.stages.budget.bind_private_input`) and, through the ledger, on checkpoints drawn with
+    another σ than the budget's (:class:`~spti.stages.budget.BudgetMismatchError`)."""
+    bind_private_input(run_dir, private.fingerprint)
     budget = make_budget(cfg, private.num_units)
     noise = make_noise(cfg)
     stats: Counter = Counter(run_dir.stats().get("evolve", {}))
     generator = TextGenerator(llm, cfg.generation, seed=cfg.seed, stats=stats)
 
-    def ledger() -> None:  # privacy.json: spent so far (the histograms saved on disk) and planned
-        write_ledger(run_dir, cfg, budget, released=engine.histograms_released(), captioner=captioning,
-                     voting=cfg.pe.voting)
+    def ledger() -> None:  # privacy.json: spent so far (composed from the histograms saved on disk) and planned
+        write_ledger(run_dir, cfg, budget, captioner=captioning, voting=cfg.pe.voting)
 
     def on_histogram(t: int) -> None:  # a histogram was released: the ledger says so before it is used
         ledger()
@@ -89,7 +93,7 @@ def evolve_stage(
         generator=generator,
         embed_candidates=candidate_embedder(generator),
         private_features=private.features,
-        weights=private.weights(),
+        weights=private.weights(budget.noise, budget.grid),
         sigma=budget.sigma,
         noise=noise,
         checkpoint_dir=run_dir.checkpoints,
@@ -98,8 +102,11 @@ def evolve_stage(
         stop_after=stop_after,
         on_histogram=on_histogram,
         on_iteration=on_iteration,
+        noise_kind=budget.noise,
+        grid=budget.grid,
     )
-    ledger()
+    ledger()  # raises BudgetMismatchError when the saved histograms were drawn with another sigma
+    record_private_input(run_dir, private.fingerprint)
     run_dir.update_manifest(
         privacy=budget.to_dict(),
         noise=noise.describe(),
@@ -107,7 +114,11 @@ def evolve_stage(
         unit=private.unit,
         num_private_rows=int(private.features.shape[0]),
     )
-    logger.info("privacy: %s", budget.describe())
+    if noise.secure or not budget.private:
+        logger.info("privacy: %s", budget.describe())
+    else:  # the sentence must not claim a guarantee that the insecure seed voids
+        logger.warning("privacy: NOT differentially private (insecure noise seed); with secret noise it would be: %s",
+                       budget.describe())
     try:
         population = engine.run()
     finally:

@@ -4,6 +4,17 @@
 Everything written here lives in ``private/`` and is never released. Long steps write shards of
 :data:`SHARD` items atomically, so an interrupted run redoes at most one shard; finished results are
 reused when the run resumes.
+
+Record independence. The DP analysis assumes that each private record's caption and features are a
+function of that record alone, so that adding or removing one record moves only its own vote. Two things
+here keep that true: every backend output is matched to its input one for one (``zip(..., strict=True)``
+after a count check: a plug-in that returns one caption too few fails with a :class:`BackendError` naming
+it, instead of shifting every later caption onto the wrong image or silently dropping records); and the
+optional *strict mode* (``strict: true`` in the captioner's or image embedder's config) runs the model on
+one image at a time in float32. Without it, batched inference (padding, fp16/bf16 kernels whose reduction
+order depends on the batch) can make one image's output differ in its last bits with the other images of
+its batch: not a practical leak, but not the bit-for-bit independence the proof assumes. The ledger
+records strict mode (:func:`strict_preprocessing_step`).
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ import numpy as np
 from spti.config import Config
 from spti.data.io import atomic_save_npy, atomic_write_jsonl, read_jsonl
 from spti.data.run import RunDir
-from spti.errors import ConfigError, InputError
+from spti.errors import BackendError, ConfigError, InputError
 from spti.log import logger, progress
 
 SHARD = 1024  # images per captioning / embedding shard (the unit of resumption)
@@ -80,7 +91,38 @@ def captioning_record(ccfg: dict[str, Any]) -> dict[str, Any]:
 
     cls = REGISTRY.get(ccfg["backend"])
     return {"remote": bool(getattr(cls, "sends_data_off_machine", False)),
-            "where": ccfg.get("base_url", "the provider's default endpoint")}
+            "where": ccfg.get("base_url", "the provider's default endpoint"),
+            "strict": ccfg.get("strict") is True}
+
+
+#: The ledger's wording for strict pre-processing (see the module docstring).
+STRICT_PREPROCESSING = (
+    "strict mode: the {what} ran on one private image at a time in float32, so each private image's {out} is a "
+    "function of that image alone, bit for bit (batched or half-precision inference does not guarantee this)"
+)
+
+
+def strict_preprocessing_step(cfg: Config, *, captioned: bool) -> tuple[str, str] | None:
+    """``(name, description)`` of the ledger's processing step for strict mode, or None when the backend
+    that turns private images into votes (the captioner for text voting, the image embedder for image
+    voting) does not run strict. ``captioned``: text voting captioned private images (``spti evolve``, on
+    private texts, has no such backend)."""
+    if cfg.pe.voting == "text":
+        on, what, out = captioned and cfg.captioner.get("strict") is True, "captioner", "caption"
+    else:
+        on, what, out = cfg.image_embedder.get("strict") is True, "image embedder", "features"
+    return ("strict_preprocessing", STRICT_PREPROCESSING.format(what=what, out=out)) if on else None
+
+
+def _one_for_one(backend: Any, role: str, got: int, want: int) -> None:
+    """A backend must return one output per input: anything else would shift outputs onto the wrong
+    records (or drop records) without a trace."""
+    if got != want:
+        name = getattr(backend, "backend_name", "?")
+        if name == "?":  # a plug-in given as "package.module:Class" keeps the base class's placeholder
+            name = f"{type(backend).__module__}:{type(backend).__qualname__}"
+        raise BackendError(f"{role} {name!r} returned {got} outputs for a batch of {want} private inputs; a "
+                           f"{role} must return exactly one per input, in order")
 
 
 def caption_stage(run_dir: RunDir, cfg: Config, result, captioner=None) -> list[str]:
@@ -100,9 +142,11 @@ def caption_stage(run_dir: RunDir, cfg: Config, result, captioner=None) -> list[
         for s in progress(missing, desc="captioning", total=len(missing), unit="shard"):
             recs = records[s * SHARD : (s + 1) * SHARD]
             rows = []
-            for batch_recs, images in iter_batches(recs, captioner.batch_size, max_pixels=cfg.data.max_pixels):
-                caps = captioner.caption(images)
-                for r, c in zip(batch_recs, caps):
+            for batch_recs, images in iter_batches(recs, captioner.batch_size, max_pixels=cfg.data.max_pixels,
+                                                   target_size=getattr(captioner, "input_size", None)):
+                caps = list(captioner.caption(images))
+                _one_for_one(captioner, "captioner", len(caps), len(batch_recs))
+                for r, c in zip(batch_recs, caps, strict=True):
                     rows.append({"id": r.id, "user_id": r.user_id, "text": c})
             atomic_write_jsonl(shard_dir / f"shard-{s:06d}.jsonl", rows)
         run_dir.update_manifest(models={"captioner": captioner.info()})
@@ -138,7 +182,10 @@ def embed_private_texts(run_dir: RunDir, embedder, texts: Sequence[str]) -> np.n
     rows = []
     batch = embedder.batch_size
     for s in progress(range(0, len(texts), batch), desc="embedding private texts", total=math.ceil(len(texts) / batch)):
-        rows.append(np.asarray(embedder.embed(list(texts[s : s + batch])), dtype=np.float32))
+        chunk = list(texts[s : s + batch])
+        vecs = np.asarray(embedder.embed(chunk), dtype=np.float32)
+        _one_for_one(embedder, "text embedder", vecs.shape[0] if vecs.ndim == 2 else 0, len(chunk))
+        rows.append(vecs)
     feats = np.concatenate(rows) if rows else np.zeros((0, embedder.dim), np.float32)
     atomic_save_npy(path, feats)
     return np.load(path, mmap_mode="r")
@@ -161,9 +208,14 @@ def embed_private_images(run_dir: RunDir, cfg: Config, result, embedder) -> np.n
         p = shard_dir / f"shard-{s:06d}.npy"
         if p.is_file():
             continue
-        batches = iter_batches(records[s * SHARD : (s + 1) * SHARD], embedder.batch_size, max_pixels=cfg.data.max_pixels)
-        feats = [embedder.embed(images) for _, images in batches]
-        atomic_save_npy(p, np.concatenate(feats).astype(np.float32))
+        batches = iter_batches(records[s * SHARD : (s + 1) * SHARD], embedder.batch_size, max_pixels=cfg.data.max_pixels,
+                               target_size=getattr(embedder, "input_size", None))  # decode no larger than the model needs
+        feats = []
+        for _, images in batches:
+            vecs = np.asarray(embedder.embed(images), dtype=np.float32)
+            _one_for_one(embedder, "image embedder", vecs.shape[0] if vecs.ndim == 2 else 0, len(images))
+            feats.append(vecs)
+        atomic_save_npy(p, np.concatenate(feats))
     dim = int(np.load(shard_dir / "shard-000000.npy", mmap_mode="r").shape[1])
     tmp = final.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(records), dim))

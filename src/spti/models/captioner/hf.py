@@ -21,6 +21,10 @@ Config (``{"backend": "hf", ...}``)::
     batch_size 8, device "auto" (cuda when visible, else cpu), dtype "auto" (float32 on CPU, bfloat16 on GPUs
     that support it, else float16), revision None, local_files_only (default: HF_HUB_OFFLINE),
     trust_remote_code False
+    strict           False; True: one image per forward pass, in float32 (batch_size and dtype are forced),
+                     so each caption depends on its own image only, bit for bit. Batched fp16/bf16
+                     captioning is not bit-for-bit independent per image (padding, batch-dependent kernels);
+                     strict mode is for the private pre-processing of a run (see :mod:`spti.models._strict`).
 
 The model is loaded when the backend is built, so a wrong path or an uncached hub id fails before any image
 is read. ``stats`` counts images, empty captions and captions cut off by max_new_tokens (never their text).
@@ -45,6 +49,7 @@ from spti.errors import BackendError, ConfigError, InputError, SptiError
 from spti.log import logger, progress
 from spti.models._checks import positive_int
 from spti.models._hub import local_model_path, resolve_local_files_only
+from spti.models._strict import strict_options
 from spti.models._torch import (
     TorchModels,
     dtype_name,
@@ -87,9 +92,12 @@ class HFCaptioner(TorchModels, Captioner):
         revision: str | None = None,
         local_files_only: bool | None = None,
         trust_remote_code: bool = False,
+        strict: bool = False,
     ) -> None:
         if not isinstance(model, (str, os.PathLike)) or not str(model):
             raise ConfigError("captioner 'hf': 'model' must be a hub id or a local folder")
+        self.strict = strict
+        batch_size, dtype = strict_options(strict, batch_size=batch_size, dtype=dtype, where="captioner 'hf'")
         if mode not in MODES:
             raise ConfigError(f"captioner 'hf': mode must be one of {', '.join(MODES)}, got {mode!r}")
         dtype_name(dtype, "captioner 'hf'")
@@ -398,6 +406,7 @@ class HFCaptioner(TorchModels, Captioner):
             "max_image_side": self.max_image_side,
             "dtype": str(self.torch_dtype).replace("torch.", ""),
             "trust_remote_code": self.trust_remote_code,
+            **({"strict": True, "batch_size": self.batch_size} if self.strict else {}),
             "transformers": self.transformers_version,
             "torch": torch.__version__,
         }

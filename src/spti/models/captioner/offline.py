@@ -18,6 +18,7 @@ Config keys::
     weights: null                  # a local state-dict file; null = the bundled one
     device: auto
     batch_size: 32
+    strict: false                  # true: one image per forward pass (batch_size 1; the model runs in float32)
     llm: null                      # optional: a LOCAL LLM config (e.g. {backend: llamacpp}) that turns the
                                    # labels into a sentence; an output it cannot clean falls back to the template
     llm_prompt: "..."              # {labels} = the joined labels
@@ -36,6 +37,7 @@ from spti.errors import ConfigError
 from spti.models import _efficientnet as effnet
 from spti.models._checks import check_batch_size, check_images
 from spti.models._fingerprint import short_hash
+from spti.models._strict import strict_options
 from spti.models.captioner import REGISTRY, Captioner
 
 DEFAULT_TEMPLATE = "a photo of a {labels}"
@@ -80,6 +82,7 @@ class EfficientNetLite0Captioner(Captioner):
     """Top-k ImageNet labels of EfficientNet-Lite0, filled into a template. Deterministic."""
 
     sends_data_off_machine = False
+    input_size = effnet.IMAGE_SIZE  # images are decoded no larger than needed (spti.data.images.iter_batches)
 
     def __init__(
         self,
@@ -92,7 +95,10 @@ class EfficientNetLite0Captioner(Captioner):
         batch_size: int = 32,
         llm: dict[str, Any] | str | None = None,
         llm_prompt: str = DEFAULT_LLM_PROMPT,
+        strict: bool = False,
     ):
+        batch_size, _ = strict_options(strict, batch_size=batch_size, dtype=None, where="efficientnet-lite0 captioner")
+        self.strict = strict
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= effnet.NUM_CLASSES:
             raise ConfigError(
                 f"efficientnet-lite0 captioner: top_k must be an integer in [1, 1000], got {top_k!r}"
@@ -132,6 +138,7 @@ class EfficientNetLite0Captioner(Captioner):
             "invert": invert,
             "llm": self._llm.info() if self._llm is not None else None,
             "llm_prompt": llm_prompt if self._llm is not None else None,
+            **({"strict": True} if strict else {}),
         }
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:

@@ -13,6 +13,8 @@ Config keys::
     batch_size: 32
     invert: false        # true: invert images first (light-on-dark datasets such as Fashion-MNIST).
                          # Use the same value for the captioner and the image embedder of a run.
+    strict: false        # true: one image per forward pass (batch_size 1; the model runs in float32),
+                         # so each image's features depend on that image only, bit for bit
 
 Every image this embedder sees (private, public, synthetic) gets the same treatment, so features stay
 comparable whatever ``invert`` is.
@@ -31,6 +33,7 @@ from spti.errors import ConfigError
 from spti.models import _efficientnet as effnet
 from spti.models._checks import check_batch_size, check_images
 from spti.models._fingerprint import short_hash
+from spti.models._strict import strict_options
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
 
@@ -38,16 +41,21 @@ from spti.models.image_embedder import REGISTRY, ImageEmbedder
 class EfficientNetLite0Embedder(ImageEmbedder):
     """Pooled penultimate-layer features (before the classifier) of EfficientNet-Lite0, float32 (n, 1280)."""
 
+    input_size = effnet.IMAGE_SIZE  # images are decoded no larger than needed (spti.data.images.iter_batches)
+
     def __init__(
         self,
         weights: str | os.PathLike | None = None,
         device: str = "auto",
         batch_size: int = 32,
         invert: bool = False,
+        strict: bool = False,
     ):
         if not isinstance(invert, bool):
             raise ConfigError(f"efficientnet-lite0: invert must be true or false, got {invert!r}")
         self.batch_size = check_batch_size(batch_size)
+        self.batch_size, _ = strict_options(strict, batch_size=self.batch_size, dtype=None, where="efficientnet-lite0")
+        self.strict = strict
         self.invert = invert
         self._net: effnet.EfficientNetLite0 | None = effnet.load_efficientnet_lite0(weights, device)
         self._info: dict[str, Any] = {
@@ -56,6 +64,7 @@ class EfficientNetLite0Embedder(ImageEmbedder):
             "invert": invert,
             "preprocess": "shorter side to 224 (PIL bicubic), centre crop, mean=std=0.5",
             "dim": effnet.FEATURE_DIM,
+            **({"strict": True} if strict else {}),
         }
 
     @property
@@ -79,7 +88,8 @@ class EfficientNetLite0Embedder(ImageEmbedder):
     @property
     def cache_key(self) -> str:
         # Only what changes the output: not the file's location, the device or the package version.
-        return short_hash(repr((self.backend_name, self._info["weights_sha256"], self.invert)))
+        key = (self.backend_name, self._info["weights_sha256"], self.invert)
+        return short_hash(repr(key + ("strict",) if self.strict else key))
 
     def close(self) -> None:
         self._net = None  # the shared model stays cached for other backends (see _efficientnet)

@@ -16,6 +16,8 @@ Config keys (both)::
                                # float16 / bfloat16 on a GPU for speed
     batch_size: 32
     pooling: cls               # dinov2 only: cls | mean
+    strict: false              # true: one image per forward pass in float32 (batch_size 1, dtype float32),
+                               # so each image's features depend on that image only, bit for bit
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from spti.log import logger, progress
 from spti.models._checks import check_batch_size, check_images
 from spti.models._fingerprint import file_sha256, short_hash
 from spti.models._hub import resolve_local_files_only
+from spti.models._strict import strict_options
 from spti.models._torch import TorchModels, dtype_name, resolve_device, resolve_dtype
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
@@ -68,11 +71,15 @@ class _HFImageEmbedder(TorchModels, ImageEmbedder):
         batch_size: int = 32,
         revision: str | None = None,
         local_files_only: bool | None = None,
+        strict: bool = False,
     ):
         self.model_id = os.fspath(model) if model is not None else self.default_model
         if not self.model_id:
             raise ConfigError(f"{self.kind}: 'model' must be a hub id or a local folder")
-        self.batch_size = check_batch_size(batch_size)
+        batch_size = check_batch_size(batch_size)
+        batch_size, dtype = strict_options(strict, batch_size=batch_size, dtype=dtype, where=self.kind)
+        self.strict = strict
+        self.batch_size = batch_size
         self.device = resolve_device(device)
         if dtype_name(dtype) == "float16" and self.device == "cpu":
             raise ConfigError("dtype float16 is not supported on the CPU; use float32 or bfloat16")
@@ -171,6 +178,7 @@ class _HFImageEmbedder(TorchModels, ImageEmbedder):
             "device": self.device,
             "dim": self._dim,
             **self._options(),
+            **({"strict": True} if self.strict else {}),
         }
 
     @property
@@ -179,6 +187,7 @@ class _HFImageEmbedder(TorchModels, ImageEmbedder):
         ident = info["weights_sha256"] or f"{info['model']}@{info['commit'] or info['revision']}"
         return short_hash(
             f"{self.backend_name}|{ident}|{info['dtype']}|{info['processor']}|{sorted(self._options().items())}"
+            + ("|strict" if self.strict else "")
         )
 
 

@@ -27,6 +27,8 @@ Config keys::
                            # $XDG_CACHE_HOME/spti, else ~/.cache/spti
     device: auto
     batch_size: 32
+    strict: false          # true: one image per forward pass (batch_size 1; float32 always), so each
+                           # image's features depend on that image only, bit for bit
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from spti.log import logger, progress
 from spti.models._checks import check_batch_size, check_images
 from spti.models._fingerprint import file_sha256, short_hash
 from spti.models._hub import hub_offline_default
+from spti.models._strict import strict_options
 from spti.models._torch import TorchModels, resolve_device
 from spti.models.image_embedder import REGISTRY, ImageEmbedder
 
@@ -213,12 +216,15 @@ class InceptionEmbedder(TorchModels, ImageEmbedder):
         batch_size: int = 32,
         allow_download: bool | None = None,
         cache_dir: str | os.PathLike | None = None,
+        strict: bool = False,
     ):
         if allow_download is not None and not isinstance(allow_download, bool):
             raise ConfigError(
                 f"inception: allow_download must be true, false or null, got {allow_download!r}"
             )
         self.batch_size = check_batch_size(batch_size)
+        self.batch_size, _ = strict_options(strict, batch_size=self.batch_size, dtype=None, where="inception")
+        self.strict = strict
         self.device = resolve_device(device)
         allow = (not hub_offline_default()) if allow_download is None else allow_download
         cache = Path(cache_dir).expanduser() if cache_dir is not None else spti_cache_dir()
@@ -265,9 +271,10 @@ class InceptionEmbedder(TorchModels, ImageEmbedder):
             "protocol": PROTOCOL,
             "device": self.device,
             "dim": FEATURE_DIM,
+            **({"strict": True} if self.strict else {}),
         }
 
     @property
     def cache_key(self) -> str:
         # The same file found at another path (or run on another device) gives the same features.
-        return short_hash(f"{self.backend_name}|{self.sha256}|{PROTOCOL}")
+        return short_hash(f"{self.backend_name}|{self.sha256}|{PROTOCOL}" + ("|strict" if self.strict else ""))

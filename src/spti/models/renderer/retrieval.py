@@ -12,12 +12,21 @@ returns the same image, and consecutive seeds walk through the k nearest.
 
 Pool images and their captions are public data, so captions may appear in debug logs; the prompts (which
 are differentially private captions in spti, but may be anything a library user passes) are not logged.
+
+The pool must not overlap the private data. A retrieval render *is* a pool image, copied into the release
+byte for byte; a private image that also sits in the pool would therefore be published verbatim under a DP
+claim. With ``private_root`` the backend refuses a pool folder equal to, inside or containing the private
+data (symbolic links resolved, also those of single pool files); with ``exclude_hashes`` (the sha256 of every
+ingested private image, which spti's render stage passes from ``private/ingest.jsonl``) pool files with the
+same bytes are left out of the index, with a warning that names neither the files nor how many. Only exact
+copies are caught: a re-encoded or resized copy of a private image is not (the ``memorization`` metric is
+the tool for near-copies).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +36,10 @@ from PIL import Image
 from spti.data.decode import IMAGE_EXTENSIONS
 from spti.data.io import atomic_save_npy, atomic_write_jsonl, read_jsonl
 from spti.errors import BackendError, ConfigError, InputError
+from spti.hashing import content_key, sha256_file
 from spti.log import logger, progress
 from spti.models._checks import check_batch_size, positive_int
-from spti.models._fingerprint import stat_fingerprint
+from spti.models._fingerprint import json_hash, stat_fingerprint
 from spti.models.captioner import Captioner, build_captioner
 from spti.models.renderer import REGISTRY, Renderer
 from spti.models.text_embedder import TextEmbedder, build_text_embedder
@@ -88,6 +98,12 @@ class RetrievalRenderer(Renderer):
             the embedder: switching embedders does not re-caption.
         top_k: the seed picks among this many nearest images (default 1: always the nearest).
         batch_size: pool images captioned per captioner call.
+        private_root: the private data (a folder, or a listing file). The pool may not be that folder,
+            lie inside it or contain it, and no pool file may resolve into it (ConfigError). spti's stages
+            always pass the run's ``data.private``.
+        exclude_hashes: sha256 hex digests of private image files; pool files with the same bytes are
+            never retrieved. spti's stages pass the hashes of every ingested private image. The pool's file
+            hashes are computed once and cached in ``cache_dir`` (keyed like the index).
     """
 
     def __init__(
@@ -98,6 +114,8 @@ class RetrievalRenderer(Renderer):
         cache_dir: str | os.PathLike | None = None,
         top_k: int = 1,
         batch_size: int = 16,
+        private_root: str | os.PathLike | None = None,
+        exclude_hashes: Iterable[str] | None = None,
     ):
         if pool is None or str(pool) == "":
             raise ConfigError("renderer retrieval: 'pool' (a folder of public images) is required")
@@ -124,6 +142,12 @@ class RetrievalRenderer(Renderer):
             )
         # file names, sizes and mtimes: a pool replaced in place is re-indexed, without reading every image
         self._fingerprint = stat_fingerprint(self.pool, self._files)
+        self._checks_private = private_root is not None or exclude_hashes is not None
+        if private_root is not None and str(private_root) != "":
+            self._refuse_overlap(Path(private_root).expanduser())
+        #: pool files (relative paths) byte-identical to a private image: never indexed, never returned.
+        #: Derived from private data: not logged, not in info().
+        self._excluded: frozenset[str] = self._private_copies(exclude_hashes)
 
         self._captioner_cfg = captioner
         self._captioner: Captioner | None = captioner if isinstance(captioner, Captioner) else None
@@ -166,7 +190,18 @@ class RetrievalRenderer(Renderer):
             "text_embedder": self._embedder.info(),
             "text_embedder_key": self._embedder.cache_key,
             "top_k": self.top_k,
+            **({"private_overlap_check": True} if self._checks_private else {}),
         }
+
+    @property
+    def cache_key(self) -> str:
+        """Keyed by :meth:`info` and, when pool files were left out as private copies, by which: renders
+        cached before the exclusion (which may be private copies) are then never reused. The key names a
+        folder in the run's cache/ only; it is not published."""
+        info = self.info()
+        if self._excluded:
+            info = {**info, "excluded": content_key(*sorted(self._excluded))}
+        return json_hash(info)
 
     @property
     def pool_size(self) -> int:
@@ -196,6 +231,84 @@ class RetrievalRenderer(Renderer):
             self._captioner = None
         if self._owns_embedder:
             self._embedder.close()
+
+    # ------------------------------------------------------------------ the pool is not private
+    def _refuse_overlap(self, private: Path) -> None:
+        """ConfigError when the pool and the private data share files by location. The messages name the
+        (public) pool only, never the private path."""
+        try:
+            pool = self.pool.resolve()
+            priv = private.resolve()
+        except (OSError, RuntimeError) as e:  # a link loop; the message would name the private path
+            raise ConfigError(
+                f"renderer retrieval: cannot resolve the pool or the private data path ({type(e).__name__})"
+            ) from None
+        if pool == priv:
+            raise ConfigError(
+                f"renderer retrieval: the public pool {str(self.pool)!r} is the private data folder; its images "
+                "would be released verbatim. Point 'pool' (data.public_pool) at a folder of public images"
+            )
+        if priv in pool.parents:
+            raise ConfigError(
+                f"renderer retrieval: the public pool {str(self.pool)!r} lies inside the private data; its "
+                "images would be released verbatim. Point 'pool' (data.public_pool) at a folder of public images"
+            )
+        if pool in priv.parents:
+            raise ConfigError(
+                f"renderer retrieval: the public pool {str(self.pool)!r} contains the private data; private "
+                "images would be released verbatim. Move the private data out of the pool folder"
+            )
+        if not priv.is_dir():
+            return  # a listing file: the hash check covers the images it names
+        for rel in self._files:
+            try:
+                real = (self.pool / rel).resolve()
+            except (OSError, RuntimeError):
+                continue  # unreadable: dropped when the pool is captioned
+            if real == priv or priv in real.parents:
+                raise ConfigError(
+                    f"renderer retrieval: pool file {rel!r} under {str(self.pool)!r} is a link into the private "
+                    "data; its image would be released verbatim. Remove the link from the pool"
+                )
+
+    def _private_copies(self, exclude_hashes: Iterable[str] | None) -> frozenset[str]:
+        """Pool files whose bytes have a sha256 in ``exclude_hashes`` (the private images')."""
+        if exclude_hashes is None:
+            return frozenset()
+        if isinstance(exclude_hashes, (str, bytes)):
+            raise ConfigError("renderer retrieval: exclude_hashes must be a list of sha256 hex digests")
+        private = {str(h).lower() for h in exclude_hashes}
+        if not private:
+            return frozenset()
+        hashes = self._pool_hashes()
+        out = frozenset(rel for rel, h in hashes.items() if h in private)
+        if out:
+            logger.warning(
+                "retrieval: some public pool images are byte-identical to private images and are left out of the "
+                "pool (a retrieval render is released as it is)"
+            )
+        return out
+
+    def _pool_hashes(self) -> dict[str, str]:
+        """sha256 of every pool file, cached in cache_dir by the pool's fingerprint (public data)."""
+        path = self.cache_dir / f"retrieval-pool-{self._fingerprint}.sha256.jsonl" if self.cache_dir else None
+        if path is not None and path.is_file():
+            try:
+                rows = {str(r["file"]): str(r["sha256"]) for r in read_jsonl(path)}
+                if set(rows) == set(self._files):
+                    return rows
+            except (OSError, InputError, KeyError, TypeError):
+                pass
+            logger.warning("retrieval: ignoring unusable pool hash cache %s", path)
+        hashes: dict[str, str] = {}
+        for rel in progress(self._files, desc="hashing pool", total=len(self._files), unit="file"):
+            try:
+                hashes[rel] = sha256_file(self.pool / rel)
+            except OSError:
+                hashes[rel] = ""  # unreadable: it is dropped when the pool is captioned
+        if path is not None:
+            atomic_write_jsonl(path, ({"file": f, "sha256": h} for f, h in hashes.items()))
+        return hashes
 
     # ------------------------------------------------------------------ pool index
     def _cache_paths(self) -> tuple[Path, Path] | None:
@@ -242,6 +355,15 @@ class RetrievalRenderer(Renderer):
             emb = self._embed_texts(captions, desc="embedding pool captions")
             if paths is not None:
                 atomic_save_npy(paths[1], emb)
+        if self._excluded:
+            # the caches hold the whole pool (they do not depend on the private data); the index does not
+            keep = [i for i, f in enumerate(files) if f not in self._excluded]
+            if not keep:
+                raise InputError(
+                    f"renderer retrieval: every image under {str(self.pool)!r} is a copy of a private image; "
+                    "the pool must hold public images"
+                )
+            files, captions, emb = [files[i] for i in keep], [captions[i] for i in keep], np.asarray(emb)[keep]
         self._index_files, self._captions, self._emb = files, captions, _normalise(emb)
 
     def _read_captions(self, path: Path) -> tuple[list[str] | None, list[str] | None]:

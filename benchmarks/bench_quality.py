@@ -1,0 +1,591 @@
+"""Offline quality benchmark of Private Evolution (issue 14; not a test): does the evolution move the
+synthetic set's class mix toward a private set's *hidden* class mix, in each voting mode and at each ε?
+
+    python benchmarks/bench_quality.py                              # default grid (~15 min on 2 idle cores)
+    python benchmarks/bench_quality.py --variants before,after --epsilons 1 --seeds 0,1,2
+    python benchmarks/bench_quality.py --fake --num-private 60 --pool-per-class 6 --population 8   # smoke
+
+Data (Fashion-MNIST, Debian ``dataset-fashion-mnist``; loaders in :mod:`spti.demo`):
+  private = ``--num-private`` *test* images with a skewed class mix: ``--footwear`` (default 70 %) spread
+  equally over sandal / sneaker / ankle boot, the rest equally over the 7 other classes;
+  public pool = ``--pool-per-class`` *train* images of every class (a uniform pool).
+The labels never enter the pipeline: a population member's class is read off afterwards as the train label
+of the pool image the retrieval renderer returns for it (nearest pool caption, MiniLM cosine, top_k = 1).
+
+Stack (the offline one of ``spti demo``): EfficientNet-Lite0 tag captioner (top 3 labels, inverted),
+SmolLM2-135M via llama.cpp, all-MiniLM-L6-v2, retrieval renderer over the pool, EfficientNet-Lite0 image
+features. ``--fake`` swaps in the test fakes (tests/support/fakes.py) to exercise the code in seconds.
+
+The evolution is the library's own :class:`spti.pe.engine.PrivateEvolution` with the library's
+:class:`~spti.pe.generation.TextGenerator`; image voting uses the retrieval renderer's answer (a pool image)
+and that image's EfficientNet features, exactly what ``ImageCandidateEmbedder`` computes with the retrieval
+renderer, without writing PNGs. Noise is drawn from a *seeded* (insecure) NoiseSource so that a benchmark
+run is reproducible; the σ is the accountant's for (ε, δ = 1/(N ln N), T).
+
+Per iteration (t = 0 is the random API's population, no private data):
+  tv        total-variation distance of the population's class mix to the private mix (lower = better)
+  vote_tv   TV of the mix of the *clean* votes (each private vote counted at its candidate's class): what a
+            selection that follows the votes exactly would reach; vote_tv << tv means selection loses signal
+  acc       share of private samples whose vote lands on a candidate of their own class
+  top5      share of all votes on the 5 most-voted candidates; voted = candidates with >= 1 vote
+  uniq/imgs distinct texts / distinct pool images in the population (collapse)
+  fd64      Fréchet distance to the private images in EfficientNet space, projected on the pool's 64
+            principal components (with 40-100 samples the full 1280-d FD is singular)
+References: uniform pool, an ideal sampler of the private mix (both with population-size samples), and
+"pool-hist": ONE noisy histogram (whole budget, T = 1) with the pool images themselves as candidates, in
+the same voting space, population drawn ∝ max(noisy count, 0).
+
+Writes ``<out>/results.json``, ``<out>/curves.png`` and prints the tables. LLM replies are cached on disk
+(``<out>/cache/``) by (conversation, seed, sampling settings), so iteration 0 is shared by every variant with
+the same generation settings and a re-run only pays for what changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's idle OpenMP threads must not spin against llama.cpp
+
+import numpy as np  # noqa: E402
+
+FOOTWEAR = (5, 7, 9)  # sandal, sneaker, ankle boot
+ROOT = Path(__file__).resolve().parents[1]
+
+# ---------------------------------------------------------------------------------------------- presets
+#: The prompts of commit c8fc65a (src/spti/prompts/default.yaml), frozen so that "before" stays "before".
+BEFORE_TEMPLATES = {
+    "system_prompt": "You write short, concrete, factual image captions. Reply with the caption only: one sentence, "
+                     "no preamble, no quotes, no lists.",
+    "random_template": "Write one caption for {domain}. Describe {focus}. Use a {tone} style and about {length} "
+                       "words. {examples}Caption:",
+    "fill_in_template": "Fill in the blanks (_) in this caption of {domain} to make one complete, natural caption of "
+                        "about {length} words. Keep the words that are given.\n\n{masked}\n\nCaption:",
+    "rephrase_template": "Rewrite this caption of {domain} in a {tone} style, about {length} words, changing some "
+                         "details.\n\n{text}\n\nCaption:",
+}
+#: What ``spti demo`` ran at commit c8fc65a (its generation block + the PEConfig defaults of that commit).
+BEFORE = {
+    "generation": {
+        "domain": "a product photo of a single clothing item or accessory (a shirt, trouser, dress, coat, shoe, "
+                  "sandal, sneaker or bag) on a plain background",
+        "variation_mode": "fill_in", "temperature": 0.7, "max_new_tokens": 40, "min_length": 4, "max_length": 20,
+        "length_std": 2.0, "mask_prob": 0.5, "top_p": 0.95, "max_retries": 3,
+        "attributes": {"focus": ["the main object", "the colours", "the lighting", "the layout and composition",
+                                 "materials and textures", "the viewpoint", "the background", "the shape",
+                                 "small details", "the overall style"]},
+        "tones": ["plain", "detailed", "concise", "descriptive", "neutral", "vivid"], "examples_per_prompt": 3,
+        **BEFORE_TEMPLATES,
+    },
+    "pe": {"keep_selected": True, "selection": "rank", "threshold": 0.0, "lookahead": 0, "normalize": True},
+}
+
+
+def after_preset() -> dict:
+    """The current code's choice: ``spti demo``'s config as it is now (its generation block on top of the
+    current GenerationConfig / PEConfig defaults)."""
+    from spti.config import Config
+    from spti.demo import demo_config
+
+    d = demo_config("unused", population=1, iterations=1, variations=1, epsilon=1.0, voting="text", seed=0,
+                    progress=False)
+    cfg = Config.from_dict({"generation": d["generation"], "pe": {}})
+    gen = dict(cfg.to_dict()["generation"])
+    pe = {k: v for k, v in cfg.to_dict()["pe"].items() if k not in ("iterations", "population", "variations", "voting")}
+    return {"generation": gen, "pe": pe}
+
+
+#: Named variants: a base preset plus dotted overrides. Add what you want to try.
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "before": ("before", {}),
+    "after": ("after", {}),
+    "before+sample": ("before", {"pe.selection": "sample"}),
+    # the random API imitates the public example captions (the captioner's style); rank selection as before
+    "before+style": ("before", {"generation.random_template": None}),
+    "before+style+sample": ("before", {"generation.random_template": None, "pe.selection": "sample"}),
+}
+
+
+def resolve_variant(name: str) -> dict:
+    import copy
+
+    if name in VARIANTS:
+        base, over = VARIANTS[name]
+    elif "+" in name:  # "after+pe.selection=rank+pe.threshold=2"
+        base, *items = name.split("+")
+        over = {}
+        for it in items:
+            k, v = it.split("=", 1)
+            over[k] = json.loads(v) if v[:1] in "0123456789-[{tf" else v
+    else:
+        raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)} (or base+key=value)")
+    preset = copy.deepcopy(BEFORE if base == "before" else after_preset())
+    for k, v in over.items():
+        sect, key = k.split(".", 1)
+        preset[sect][key] = v
+    return preset
+
+
+# ---------------------------------------------------------------------------------------------- stack
+def stack_configs(fake: bool, llm_threads: int | None) -> dict[str, dict]:
+    if fake:
+        return {
+            "captioner": {"backend": "support.fakes:ColourCaptioner"},
+            "image_embedder": {"backend": "support.fakes:MeanColourEmbedder"},
+            "text_embedder": {"backend": "support.fakes:BowEmbedder"},
+            "llm": {"backend": "support.fakes:ScriptedLLM"},
+        }
+    llm = {"backend": "llamacpp"}
+    if llm_threads:
+        llm["n_threads"] = llm_threads
+    return {
+        "captioner": {"backend": "efficientnet-lite0", "invert": True, "top_k": 3},
+        "image_embedder": {"backend": "efficientnet-lite0", "invert": True},
+        "text_embedder": {"backend": "sentence-transformers"},
+        "llm": llm,
+    }
+
+
+class CachedLLM:
+    """Memoises replies per (conversation, per-conversation seed, sampling settings) in a JSONL file. Each
+    conversation is sent alone with its derived seed, so a reply does not depend on its batch."""
+
+    def __init__(self, inner, path: Path, ident: str):
+        self.inner, self.path, self.ident = inner, path, ident
+        self.memo: dict[str, str] = {}
+        self.hits = self.misses = 0
+        self.seconds = 0.0
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    self.memo[r["k"]] = r["v"]
+
+    def generate(self, conversations, *, max_new_tokens=64, temperature=1.0, top_p=1.0, seed=None):
+        from spti.models.llm import derive_seed
+
+        out = []
+        with self.path.open("a", encoding="utf-8") as f:
+            for i, conv in enumerate(conversations):
+                s = derive_seed(0 if seed is None else seed, i)
+                k = hashlib.sha256(json.dumps([self.ident, conv, s, max_new_tokens, temperature, top_p],
+                                              sort_keys=True).encode()).hexdigest()
+                if k not in self.memo:
+                    t0 = time.perf_counter()
+                    self.memo[k] = self.inner.generate([conv], max_new_tokens=max_new_tokens, temperature=temperature,
+                                                       top_p=top_p, seed=s)[0]
+                    self.seconds += time.perf_counter() - t0
+                    self.misses += 1
+                    f.write(json.dumps({"k": k, "v": self.memo[k]}) + "\n")
+                    f.flush()
+                else:
+                    self.hits += 1
+                out.append(self.memo[k])
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- data
+def private_mix(footwear: float) -> np.ndarray:
+    p = np.full(10, (1.0 - footwear) / 7.0)
+    p[list(FOOTWEAR)] = footwear / 3.0
+    return p
+
+
+def build_data(a, stacks: dict, cache: Path) -> dict:
+    """Private and pool images, their captions, caption embeddings and image features (cached on disk)."""
+    from spti.demo import find_fashion_mnist, load_idx
+
+    key = hashlib.sha256(json.dumps([a.num_private, a.pool_per_class, a.footwear, a.data_seed,
+                                     stacks["captioner"], stacks["image_embedder"], stacks["text_embedder"]],
+                                    sort_keys=True).encode()).hexdigest()[:12]
+    path = cache / f"data-{key}.npz"
+    files = find_fashion_mnist()
+    rng = np.random.default_rng(a.data_seed)
+    test_x, test_y = load_idx(files["test_images"]), load_idx(files["test_labels"], labels=True)
+    train_x, train_y = load_idx(files["train_images"]), load_idx(files["train_labels"], labels=True)
+    p = private_mix(a.footwear)
+    counts = np.floor(p * a.num_private).astype(int)
+    counts[np.argsort(-(p * a.num_private - counts))[: a.num_private - counts.sum()]] += 1
+    priv_idx = np.concatenate([rng.choice(np.flatnonzero(test_y == c), counts[c], replace=False) for c in range(10)])
+    pool_idx = np.concatenate([rng.choice(np.flatnonzero(train_y == c), a.pool_per_class, replace=False) for c in range(10)])
+    d = {"priv_y": test_y[priv_idx].astype(np.int64), "pool_y": train_y[pool_idx].astype(np.int64), "p": p}
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        d.update({k: z[k] for k in ("priv_text", "pool_text", "priv_img", "pool_img")})
+        d["priv_cap"] = json.loads(str(z["priv_cap"]))
+        d["pool_cap"] = json.loads(str(z["pool_cap"]))
+        return d
+    from PIL import Image
+
+    from spti.models.captioner import build_captioner
+    from spti.models.image_embedder import build_image_embedder
+    from spti.models.text_embedder import build_text_embedder
+
+    t0 = time.perf_counter()
+    pil = lambda xs: [Image.fromarray(x, mode="L").convert("RGB") for x in xs]  # noqa: E731
+    cap = build_captioner(stacks["captioner"])
+    d["priv_cap"] = _batched(cap.caption, pil(test_x[priv_idx]), 64)
+    d["pool_cap"] = _batched(cap.caption, pil(train_x[pool_idx]), 64)
+    cap.close()
+    emb = build_image_embedder(stacks["image_embedder"])
+    d["priv_img"] = np.concatenate([emb.embed(b) for b in _chunks(pil(test_x[priv_idx]), 64)]).astype(np.float32)
+    d["pool_img"] = np.concatenate([emb.embed(b) for b in _chunks(pil(train_x[pool_idx]), 64)]).astype(np.float32)
+    te = build_text_embedder(stacks["text_embedder"])
+    d["priv_text"] = np.asarray(te.embed(d["priv_cap"]), np.float32)
+    d["pool_text"] = np.asarray(te.embed(d["pool_cap"]), np.float32)
+    np.savez(path, priv_text=d["priv_text"], pool_text=d["pool_text"], priv_img=d["priv_img"], pool_img=d["pool_img"],
+             priv_cap=json.dumps(d["priv_cap"]), pool_cap=json.dumps(d["pool_cap"]))
+    print(f"[data] captioned and embedded {len(priv_idx)} private + {len(pool_idx)} pool images in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return d
+
+
+def _chunks(xs, n):
+    return [xs[i : i + n] for i in range(0, len(xs), n)]
+
+
+def _batched(fn, xs, n):
+    return [y for b in _chunks(xs, n) for y in fn(b)]
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def tv(p: np.ndarray, labels: np.ndarray) -> float:
+    q = np.bincount(labels, minlength=10) / max(len(labels), 1)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def tv_mix(p: np.ndarray, q: np.ndarray) -> float:
+    q = q / q.sum() if q.sum() > 0 else np.full(10, 0.1)
+    return float(0.5 * np.abs(p - q).sum())
+
+
+class Space:
+    """Everything a run measures with: the retrieval map caption -> pool image, the pool labels, PCA."""
+
+    def __init__(self, data: dict, text_embedder, fd_dims: int = 64):
+        from spti.data.cache import FeatureCache
+        from spti.pe.candidates import TextCandidateEmbedder
+        from spti.pe.histogram import normalize_rows
+
+        self.d = data
+        self.text = TextCandidateEmbedder(text_embedder, cache=FeatureCache(), normalize=True)
+        self.pool_text = normalize_rows(data["pool_text"])
+        self.pool_img = normalize_rows(data["pool_img"])
+        self.priv_img = normalize_rows(data["priv_img"])
+        self.priv_text = normalize_rows(data["priv_text"])
+        mu = self.pool_img.mean(0)
+        _, _, vt = np.linalg.svd(self.pool_img - mu, full_matrices=False)
+        self.proj = vt[: min(fd_dims, vt.shape[0])].T
+        self.mu = mu
+        self.priv_proj = (self.priv_img - mu) @ self.proj
+
+    def retrieve(self, texts) -> np.ndarray:
+        """Index of the pool image the retrieval renderer returns (top_k = 1; ties -> lowest index)."""
+        e = self.text.embed_texts(list(texts))
+        return np.argmax(e @ self.pool_text.T, axis=1)
+
+    def fd(self, pool_idx: np.ndarray) -> float:
+        from spti.metrics.frechet import feature_stats, frechet_distance
+
+        x = (self.pool_img[pool_idx] - self.mu) @ self.proj
+        if len(x) < 2:
+            return float("nan")
+        import logging
+
+        from spti.log import logger
+
+        lvl = logger.level
+        logger.setLevel(logging.ERROR)
+        try:
+            return float(frechet_distance(*feature_stats(x), *feature_stats(self.priv_proj)))
+        finally:
+            logger.setLevel(lvl)
+
+
+class ImageVotes:
+    """Image voting through the retrieval renderer: candidate -> nearest pool image -> its features."""
+
+    def __init__(self, space: Space):
+        self.space = space
+
+    def __call__(self, texts, *, iteration: int) -> np.ndarray:
+        return self.space.pool_img[self.space.retrieve(texts)]
+
+
+class Recorder:
+    """Wraps a candidate embedder and keeps the last features (for the clean-vote diagnostics)."""
+
+    def __init__(self, inner):
+        self.inner, self.last = inner, None
+
+    def __call__(self, texts, *, iteration: int) -> np.ndarray:
+        self.last = np.asarray(self.inner(texts, iteration=iteration))
+        return self.last
+
+
+def measure_population(space: Space, p: np.ndarray, texts: list[str]) -> dict:
+    idx = space.retrieve(texts)
+    labels = space.d["pool_y"][idx]
+    return {"tv": tv(p, labels), "uniq": len(set(texts)), "imgs": int(len(set(idx.tolist()))),
+            "fd64": space.fd(idx), "mix": (np.bincount(labels, minlength=10) / len(labels)).round(3).tolist()}
+
+
+def measure_votes(space: Space, p: np.ndarray, priv: np.ndarray, feats: np.ndarray, candidates: list[str],
+                  noisy: np.ndarray, top: int = 5) -> dict:
+    from spti.pe.histogram import nearest_candidates
+
+    nn = nearest_candidates(priv, feats, show_progress=False)
+    clean = np.bincount(nn, minlength=len(candidates)).astype(float)
+    cand_y = space.d["pool_y"][space.retrieve(candidates)]
+    vote_mix = np.bincount(cand_y, weights=clean, minlength=10)
+    noisy_mix = np.bincount(cand_y, weights=np.maximum(noisy, 0), minlength=10)
+    order = np.argsort(-clean)
+    return {
+        "vote_tv": tv_mix(p, vote_mix), "noisy_vote_tv": tv_mix(p, noisy_mix),
+        "acc": float(np.mean(cand_y[nn] == space.d["priv_y"])),
+        "top5": float(clean[order[:top]].sum() / clean.sum()), "voted": int((clean > 0).sum()),
+        "candidates": len(candidates), "distinct_candidates": len(set(candidates)),
+        "winners": [[candidates[i], int(clean[i]), int(cand_y[i])] for i in order[:top]],
+    }
+
+
+# ---------------------------------------------------------------------------------------------- references
+def references(a, space: Space, p: np.ndarray, n_pop: int, epsilons: list[float]) -> dict:
+    from spti.pe.histogram import nearest_candidates
+    from spti.privacy import PrivacyBudget
+
+    rng = np.random.default_rng(12345)
+    n = len(space.d["priv_y"])
+    pool_y = space.d["pool_y"]
+    uni = np.full(10, 0.1)
+    out = {
+        "uniform_exact": tv_mix(p, uni),
+        "uniform_sample": float(np.mean([tv(p, rng.choice(pool_y, n_pop)) for _ in range(500)])),
+        "ideal_sample": float(np.mean([tv(p, rng.choice(10, n_pop, p=p)) for _ in range(500)])),
+        "pool_hist": {},
+    }
+    for voting, priv, cand in (("text", space.priv_text, space.pool_text), ("image", space.priv_img, space.pool_img)):
+        nn = nearest_candidates(priv, cand, show_progress=False)
+        clean = np.bincount(nn, minlength=len(pool_y)).astype(float)
+        out["pool_hist"][voting] = {"acc": float(np.mean(pool_y[nn] == space.d["priv_y"])),
+                                    "vote_tv": tv_mix(p, np.bincount(pool_y, weights=clean, minlength=10))}
+        for eps in epsilons:
+            sigma = 0.0 if math.isinf(eps) else PrivacyBudget.from_epsilon(eps, 1, n).sigma
+            tvs = []
+            for _ in range(50):
+                noisy = np.maximum(clean + rng.normal(0, sigma, clean.shape) if sigma else clean, 0)
+                tvs.append(tv(p, pool_y[rng.choice(len(clean), n_pop, p=noisy / noisy.sum())]))
+            out["pool_hist"][voting][_eps_key(eps)] = float(np.mean(tvs))
+    return out
+
+
+def _eps_key(eps: float) -> str:
+    return "inf" if math.isinf(eps) else f"{eps:g}"
+
+
+# ---------------------------------------------------------------------------------------------- one run
+def run_one(a, data, space: Space, llm, preset: dict, voting: str, eps: float, seed: int) -> list[dict]:
+    from spti.config import GenerationConfig, PEConfig
+    from spti.pe.engine import PrivateEvolution
+    from spti.pe.generation import TextGenerator
+    from spti.privacy import NoiseSource, PrivacyBudget
+
+    p = data["p"]
+    n = len(data["priv_y"])
+    pe = PEConfig(**{**preset["pe"], "iterations": a.iterations, "population": a.population,
+                     "variations": a.variations, "voting": voting})
+    gen = GenerationConfig(**{**preset["generation"], "examples": data["examples"]})
+    sigma = 0.0 if math.isinf(eps) else PrivacyBudget.from_epsilon(eps, a.iterations, n).sigma
+    generator = TextGenerator(llm, gen, seed=seed)
+    if voting == "text":
+        from spti.pe.candidates import TextCandidateEmbedder
+
+        inner = TextCandidateEmbedder(space.text.embedder, cache=space.text.cache, generator=generator,
+                                      lookahead=pe.lookahead, normalize=True)
+        priv = space.priv_text
+    else:
+        inner = ImageVotes(space)
+        priv = space.priv_img
+    rec = Recorder(inner)
+    rows: list[dict] = []
+
+    def on_iteration(r) -> None:
+        row = {"t": r.iteration, **measure_population(space, p, r.population)}
+        if r.candidates is not None and rec.last is not None:
+            feats = rec.last if voting == "image" else space.text.embed_texts(r.candidates)
+            row.update(measure_votes(space, p, priv, feats, r.candidates, r.noisy_counts))
+        rows.append(row)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        PrivateEvolution(cfg=pe, generator=generator, embed_candidates=rec, private_features=priv, weights=None,
+                         sigma=sigma, noise=NoiseSource(insecure_seed=1000 + seed), checkpoint_dir=tmp, seed=seed,
+                         stats=Counter(), on_iteration=on_iteration).run()
+    for r in rows:
+        r["sigma"] = sigma
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------- output
+def summarise(results: list[dict]) -> dict:
+    """Mean and sd over seeds of each metric, per (variant, voting, eps, t)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        for row in r["rows"]:
+            groups.setdefault((r["variant"], r["voting"], r["eps"], row["t"]), []).append(row)
+    out = {}
+    for k, rows in groups.items():
+        m = {}
+        for key in ("tv", "vote_tv", "noisy_vote_tv", "acc", "top5", "voted", "uniq", "imgs", "fd64"):
+            vals = [x[key] for x in rows if key in x]
+            if vals:
+                m[key] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
+        out[k] = m
+    return out
+
+
+def print_tables(summary: dict, refs: dict, a) -> None:
+    print()
+    print(f"references (population {a.population}): uniform pool TV {refs['uniform_exact']:.3f} exact, "
+          f"{refs['uniform_sample']:.3f} with {a.population} draws; ideal sampler of the private mix "
+          f"{refs['ideal_sample']:.3f}")
+    for v, r in refs["pool_hist"].items():
+        eps = ", ".join(f"ε={k}: {r[k]:.3f}" for k in r if k not in ("acc", "vote_tv"))
+        print(f"pool-hist ({v} voting, pool images as candidates, T=1): vote accuracy {r['acc']:.3f}, clean vote "
+              f"mix TV {r['vote_tv']:.3f}; population TV {eps}")
+    hdr = (f"{'variant':<28}{'vote':>6}{'eps':>5}{'t':>3}{'TV':>13}{'voteTV':>8}{'noisyTV':>8}{'acc':>6}{'top5':>6}"
+           f"{'voted':>6}{'uniq':>6}{'imgs':>6}{'FD64':>7}{'n':>3}")
+    print(hdr)
+    print("-" * len(hdr))
+    for (variant, voting, eps, t), m in sorted(summary.items(), key=lambda kv: (kv[0][0], kv[0][1], -_num(kv[0][2]), kv[0][3])):
+        g = lambda k, f="{:.3f}": f.format(m[k][0]) if k in m else "-"  # noqa: E731
+        tvs = f"{m['tv'][0]:.3f}±{m['tv'][1]:.3f}"
+        print(f"{variant:<28}{voting:>6}{eps:>5}{t:>3}{tvs:>13}{g('vote_tv'):>8}{g('noisy_vote_tv'):>8}{g('acc', '{:.2f}'):>6}"
+              f"{g('top5', '{:.2f}'):>6}{g('voted', '{:.0f}'):>6}{g('uniq', '{:.0f}'):>6}{g('imgs', '{:.0f}'):>6}"
+              f"{g('fd64', '{:.2f}'):>7}{m['tv'][2]:>3}")
+
+
+def _num(e: str) -> float:
+    return math.inf if e == "inf" else float(e)
+
+
+def plot(summary: dict, refs: dict, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no curves.png")
+        return
+    keys = sorted({(k[1], k[2]) for k in summary})
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.2 * max(1, len(keys)), 3.6), squeeze=False)
+    for ax, (voting, eps) in zip(axes[0], keys):
+        for variant in sorted({k[0] for k in summary}):
+            pts = sorted((k[3], m["tv"]) for k, m in summary.items() if k[:3] == (variant, voting, eps))
+            if pts:
+                ax.errorbar([t for t, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts], marker="o",
+                            capsize=3, label=variant)
+        ax.axhline(refs["uniform_sample"], color="grey", ls="--", label="uniform pool")
+        ax.axhline(refs["ideal_sample"], color="green", ls=":", label="ideal sampler")
+        ph = refs["pool_hist"][voting].get(eps)
+        if ph is not None:
+            ax.axhline(ph, color="red", ls="-.", label="pool-hist (T=1)")
+        ax.set_title(f"{voting} voting, ε={eps}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("class-mix TV to private")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="runs/bench-quality")
+    ap.add_argument("--num-private", type=int, default=500)
+    ap.add_argument("--pool-per-class", type=int, default=100)
+    ap.add_argument("--footwear", type=float, default=0.7)
+    ap.add_argument("--data-seed", type=int, default=0)
+    ap.add_argument("--population", type=int, default=40)
+    ap.add_argument("--iterations", type=int, default=3)
+    ap.add_argument("--variations", type=int, default=2)
+    ap.add_argument("--epsilons", default="inf,4,1")
+    ap.add_argument("--voting", default="text,image")
+    ap.add_argument("--variants", default="before,after")
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--num-examples", type=int, default=8, help="public pool captions given as few-shot examples")
+    ap.add_argument("--llm-threads", type=int, default=None)
+    ap.add_argument("--torch-threads", type=int, default=1)
+    ap.add_argument("--fake", action="store_true", help="the test fakes instead of the offline models (smoke test)")
+    ap.add_argument("--winners", action="store_true", help="print the most-voted candidates of each iteration")
+    a = ap.parse_args(argv)
+
+    import logging
+
+    from spti.log import logger, set_progress
+
+    logger.setLevel(logging.ERROR)
+    set_progress(False)
+    if a.fake:
+        sys.path.insert(0, str(ROOT / "tests"))
+    out = Path(a.out)
+    cache = out / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    stacks = stack_configs(a.fake, a.llm_threads)
+    data = build_data(a, stacks, cache)
+    if not a.fake:
+        import torch
+
+        torch.set_num_threads(a.torch_threads)
+    from spti.models.llm import build_llm
+    from spti.models.text_embedder import build_text_embedder
+
+    space = Space(data, build_text_embedder(stacks["text_embedder"]))
+    ex_rng = np.random.default_rng(a.data_seed)
+    pick = ex_rng.choice(len(data["pool_cap"]), size=min(a.num_examples, len(data["pool_cap"])), replace=False)
+    data["examples"] = sorted({data["pool_cap"][i] for i in pick}) if a.num_examples else []
+    llm = CachedLLM(build_llm(stacks["llm"]), cache / "llm-replies.jsonl", json.dumps(stacks["llm"], sort_keys=True))
+    epsilons = [float(e) for e in a.epsilons.split(",")]
+    refs = references(a, space, data["p"], a.population, epsilons)
+    results = []
+    t_start = time.perf_counter()
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        for variant in a.variants.split(","):
+            preset = resolve_variant(variant)
+            for voting in a.voting.split(","):
+                for eps in epsilons:
+                    t0, m0 = time.perf_counter(), llm.misses
+                    rows = run_one(a, data, space, llm, preset, voting, eps, seed)
+                    results.append({"variant": variant, "voting": voting, "eps": _eps_key(eps), "seed": seed, "rows": rows})
+                    last = rows[-1]
+                    print(f"[run] {variant:<24} {voting:>5} eps={_eps_key(eps):>3} seed={seed}: TV t0 {rows[0]['tv']:.3f} -> "
+                          f"t{last['t']} {last['tv']:.3f} (uniq {last['uniq']}, imgs {last['imgs']}); "
+                          f"{llm.misses - m0} new LLM replies, {time.perf_counter() - t0:.0f} s", flush=True)
+                    if a.winners:
+                        for r in rows[1:]:
+                            print(f"    t{r['t']} vote_tv {r['vote_tv']:.3f} acc {r['acc']:.2f} winners: {r['winners']}")
+    summary = summarise(results)
+    print_tables(summary, refs, a)
+    meta = {"args": vars(a), "private_mix": data["p"].tolist(), "llm_replies_new": llm.misses,
+            "llm_seconds": round(llm.seconds, 1), "wall_seconds": round(time.perf_counter() - t_start, 1),
+            "examples": data["examples"], "variants": {v: resolve_variant(v) for v in a.variants.split(",")}}
+    summary_json = [{"variant": k[0], "voting": k[1], "eps": k[2], "t": k[3], **{m: list(v) for m, v in s.items()}}
+                    for k, s in sorted(summary.items())]
+    (out / "results.json").write_text(json.dumps({"meta": meta, "references": refs, "summary": summary_json,
+                                                  "runs": results}, indent=1, default=float))
+    plot(summary, refs, out / "curves.png")
+    print(f"\n{llm.misses} new LLM replies ({llm.seconds:.0f} s, {llm.seconds / max(llm.misses, 1):.2f} s each), "
+          f"{llm.hits} from the cache; results in {out}/results.json and {out}/curves.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
