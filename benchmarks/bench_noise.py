@@ -19,13 +19,9 @@ from collections.abc import Callable
 import numpy as np
 
 from spti.pe.histogram import normalize_rows, vote_histogram
-from spti.privacy.discrete import (
-    DEFAULT_USER_SCALE,
-    RandomBits,
-    compare_noise,
-    exact_sigma,
-    sample_discrete_gaussian_reference,
-)
+from spti.privacy.discrete import DEFAULT_USER_SCALE, exact_sigma
+from spti.privacy.discrete_accounting import compare_noise
+from spti.privacy.discrete_sampler import RandomBits, sample_discrete_gaussian_reference
 from spti.privacy.noise import NoiseSource
 
 

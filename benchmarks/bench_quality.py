@@ -510,6 +510,7 @@ def plot(summary: dict, refs: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench-quality")
+    ap.add_argument("--cache", help="folder for the data features and LLM replies (default: <out>/cache)")
     ap.add_argument("--num-private", type=int, default=500)
     ap.add_argument("--pool-per-class", type=int, default=100)
     ap.add_argument("--footwear", type=float, default=0.7)
@@ -521,6 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voting", default="text,image")
     ap.add_argument("--variants", default="before,after")
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--cells", help="explicit runs instead of the grid: variant/voting/eps,... (in this order)")
     ap.add_argument("--num-examples", type=int, default=8, help="public pool captions given as few-shot examples")
     ap.add_argument("--llm-threads", type=int, default=None)
     ap.add_argument("--torch-threads", type=int, default=1)
@@ -537,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.fake:
         sys.path.insert(0, str(ROOT / "tests"))
     out = Path(a.out)
-    cache = out / "cache"
+    cache = Path(a.cache) if a.cache else out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     stacks = stack_configs(a.fake, a.llm_threads)
     data = build_data(a, stacks, cache)
@@ -557,26 +559,34 @@ def main(argv: list[str] | None = None) -> int:
     refs = references(a, space, data["p"], a.population, epsilons)
     results = []
     t_start = time.perf_counter()
+    if a.cells:
+        cells = [(c.split("/")[0], c.split("/")[1], float(c.split("/")[2])) for c in a.cells.split(",")]
+        epsilons = sorted({e for _, _, e in cells})
+        refs = references(a, space, data["p"], a.population, epsilons)
+    else:
+        cells = [(v, vo, e) for v in a.variants.split(",") for vo in a.voting.split(",") for e in epsilons]
+    variants = list(dict.fromkeys(c[0] for c in cells))
     for seed in [int(s) for s in a.seeds.split(",")]:
-        for variant in a.variants.split(","):
+        for variant, voting, eps in cells:
             preset = resolve_variant(variant)
-            for voting in a.voting.split(","):
-                for eps in epsilons:
-                    t0, m0 = time.perf_counter(), llm.misses
-                    rows = run_one(a, data, space, llm, preset, voting, eps, seed)
-                    results.append({"variant": variant, "voting": voting, "eps": _eps_key(eps), "seed": seed, "rows": rows})
-                    last = rows[-1]
-                    print(f"[run] {variant:<24} {voting:>5} eps={_eps_key(eps):>3} seed={seed}: TV t0 {rows[0]['tv']:.3f} -> "
-                          f"t{last['t']} {last['tv']:.3f} (uniq {last['uniq']}, imgs {last['imgs']}); "
-                          f"{llm.misses - m0} new LLM replies, {time.perf_counter() - t0:.0f} s", flush=True)
-                    if a.winners:
-                        for r in rows[1:]:
-                            print(f"    t{r['t']} vote_tv {r['vote_tv']:.3f} acc {r['acc']:.2f} winners: {r['winners']}")
+            t0, m0 = time.perf_counter(), llm.misses
+            rows = run_one(a, data, space, llm, preset, voting, eps, seed)
+            results.append({"variant": variant, "voting": voting, "eps": _eps_key(eps), "seed": seed, "rows": rows})
+            last = rows[-1]
+            print(f"[run] {variant:<24} {voting:>5} eps={_eps_key(eps):>3} seed={seed}: TV t0 {rows[0]['tv']:.3f} -> "
+                  f"t{last['t']} {last['tv']:.3f} (uniq {last['uniq']}, imgs {last['imgs']}); "
+                  f"{llm.misses - m0} new LLM replies, {time.perf_counter() - t0:.0f} s", flush=True)
+            for r in rows:
+                extra = (f" vote_tv {r['vote_tv']:.3f} noisy_vote_tv {r['noisy_vote_tv']:.3f} acc {r['acc']:.2f} "
+                         f"top5 {r['top5']:.2f} voted {r['voted']}/{r['candidates']}") if "acc" in r else ""
+                print(f"    t{r['t']} tv {r['tv']:.3f} uniq {r['uniq']} imgs {r['imgs']} fd64 {r['fd64']:.2f} mix {r['mix']}{extra}")
+                if a.winners and "winners" in r:
+                    print(f"       winners (text, votes, class): {r['winners']}")
     summary = summarise(results)
     print_tables(summary, refs, a)
     meta = {"args": vars(a), "private_mix": data["p"].tolist(), "llm_replies_new": llm.misses,
             "llm_seconds": round(llm.seconds, 1), "wall_seconds": round(time.perf_counter() - t_start, 1),
-            "examples": data["examples"], "variants": {v: resolve_variant(v) for v in a.variants.split(",")}}
+            "examples": data["examples"], "variants": {v: resolve_variant(v) for v in variants}}
     summary_json = [{"variant": k[0], "voting": k[1], "eps": k[2], "t": k[3], **{m: list(v) for m, v in s.items()}}
                     for k, s in sorted(summary.items())]
     (out / "results.json").write_text(json.dumps({"meta": meta, "references": refs, "summary": summary_json,

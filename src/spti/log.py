@@ -15,11 +15,14 @@ log without the number of skipped files is useless to the person who must fix th
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 logger = logging.getLogger("spti")
 
@@ -50,16 +53,137 @@ def progress_enabled() -> bool:
     return _PROGRESS_ENABLED
 
 
+def _interval_from_env() -> float | None:
+    """``SPTI_PROGRESS_INTERVAL``: seconds between progress log lines (default 30); ``0`` or ``off`` turns
+    the log lines off. A malformed value keeps the default rather than failing a run over a display setting."""
+    raw = os.environ.get("SPTI_PROGRESS_INTERVAL", "").strip().lower()
+    if raw in ("", "default"):
+        return DEFAULT_PROGRESS_INTERVAL
+    if raw in ("0", "off", "none", "no", "false"):
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        return DEFAULT_PROGRESS_INTERVAL
+    return v if v > 0 and math.isfinite(v) else None
+
+
+#: Seconds between two progress log lines of one step when no bar is drawn.
+DEFAULT_PROGRESS_INTERVAL = 30.0
+_PROGRESS_INTERVAL: float | None = _interval_from_env()
+
+
+def set_progress_interval(seconds: float | None) -> None:
+    """Seconds between the progress log lines of a long step when no bar is drawn (stderr is not a terminal,
+    or bars are off); None or 0 turns the log lines off. Also set by ``SPTI_PROGRESS_INTERVAL``."""
+    global _PROGRESS_INTERVAL
+    _PROGRESS_INTERVAL = float(seconds) if seconds and seconds > 0 else None
+
+
+def progress_interval() -> float | None:
+    return _PROGRESS_INTERVAL
+
+
+def _bars_wanted() -> bool:
+    """A tqdm bar is drawn when progress is on and stderr is a terminal (``SPTI_PROGRESS=1`` forces it)."""
+    if not _PROGRESS_ENABLED:
+        return False
+    return os.environ.get("SPTI_PROGRESS", "") == "1" or sys.stderr.isatty()
+
+
+def _duration(seconds: float) -> str:
+    s = int(round(max(0.0, seconds)))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+class Progress:
+    """The progress of one long step (captioning, rendering, embedding, voting, LLM calls).
+
+    Why two forms: a tqdm bar is right on a terminal, but in CI, SLURM, Ray or under ``nohup`` stderr is a
+    file and a bar is either absent or a flood of carriage returns, so a long step printed nothing for
+    minutes. There, the step logs one line (logger ``spti``, INFO) at most every :func:`progress_interval`
+    seconds — done/total, rate, ETA — and a last line when it ends, if it logged any. The lines count work
+    items (batches, shards, replies), never their content. Thread-safe: :meth:`update` may be called from
+    worker threads (the HTTP backends' requests)."""
+
+    def __init__(self, desc: str, total: int | None = None, unit: str = "it"):
+        self.desc, self.total, self.unit = desc, total, unit
+        self.done = 0
+        self._lock = threading.Lock()
+        self._bar: Any = None
+        self._interval: float | None = None
+        if _bars_wanted():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
+        else:
+            self._interval = _PROGRESS_INTERVAL
+        self._start = time.monotonic()
+        self._last = self._start
+        self._logged = False
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.done += n
+            if self._bar is not None:
+                self._bar.update(n)
+                return
+            if self._interval is None:
+                return
+            now = time.monotonic()
+            if now - self._last >= self._interval:
+                self._last = now
+                self._logged = True
+                logger.info("%s", self._line(now))
+
+    def _line(self, now: float) -> str:
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.done / elapsed
+        rate_s = f"{rate:.3g} {self.unit}/s" if rate >= 0.1 or rate == 0 else f"{1 / rate:.3g} s/{self.unit}"
+        if self.total:
+            pct = 100.0 * self.done / self.total
+            eta = _duration((self.total - self.done) / rate) if rate > 0 else "?"
+            return (f"{self.desc}: {self.done}/{self.total} {self.unit} ({pct:.0f}%), {rate_s}, "
+                    f"elapsed {_duration(elapsed)}, ETA {eta}")
+        return f"{self.desc}: {self.done} {self.unit}, {rate_s}, elapsed {_duration(elapsed)}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+            elif self._logged:  # a long step said where it was: say that it ended too
+                self._logged = False
+                elapsed = time.monotonic() - self._start
+                of = f"/{self.total}" if self.total else ""
+                logger.info("%s: done, %d%s %s in %s", self.desc, self.done, of, self.unit, _duration(elapsed))
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it") -> Iterator[T]:
-    """Wrap ``iterable`` in a tqdm bar unless progress bars are disabled (or stderr is not a terminal
-    and ``SPTI_PROGRESS`` does not force them)."""
-    force = os.environ.get("SPTI_PROGRESS", "") == "1"
-    if not _PROGRESS_ENABLED or (not force and not sys.stderr.isatty()):
+    """Iterate ``iterable`` while reporting progress (:class:`Progress`): a tqdm bar on a terminal, a log
+    line at most every :func:`progress_interval` seconds otherwise (or when bars are off).
+
+    ``--no-progress`` / ``progress: false`` turn the bars off, not the log lines (they cost one line per
+    interval and are what a batch job's log needs); ``SPTI_PROGRESS_INTERVAL=0`` turns the log lines off."""
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    if not _bars_wanted() and _PROGRESS_INTERVAL is None:
         yield from iterable
         return
-    from tqdm.auto import tqdm
-
-    yield from tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
+    with Progress(desc, total, unit) as p:
+        for x in iterable:
+            yield x
+            p.update(1)
 
 
 def setup_logging(level: int | str = logging.INFO) -> None:

@@ -51,12 +51,12 @@ def test_a_fifo_and_a_socket_in_the_data_folder_are_skipped_not_opened(tmp_path)
         import json, sys
         from spti.data.images import ingest
         from spti.data.listing import list_images
-        from spti.cli import _count_images
+        from spti.stages.plan import count_private_images
         from pathlib import Path
         res = ingest(sys.argv[1], progress=False)
         print(json.dumps({"records": [r.rel for r in res.records], "skipped": res.skipped,
                           "listed": [p.name for p in list_images(sys.argv[1])],
-                          "dry_run_n": _count_images(Path(sys.argv[1]))}))
+                          "dry_run_n": count_private_images(Path(sys.argv[1]))}))
         """
     )
     try:

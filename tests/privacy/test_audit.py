@@ -17,7 +17,6 @@ from scipy import stats
 from spti.audit import (
     AUDIT_FILE,
     HistogramMechanism,
-    _WithCanary,
     audit_histogram_mechanism,
     audit_run,
     clopper_pearson,
@@ -26,6 +25,7 @@ from spti.audit import (
     per_release_epsilon,
     read_audit,
 )
+from spti.audit.mechanism import _WithCanary
 from spti.pe.histogram import contribution_weights, normalize_rows, vote_histogram
 from spti.privacy import NoiseSource, sigma_from_epsilon
 

@@ -82,13 +82,13 @@ def test_audit_command_prints_the_bound_and_exits_0(audited_run, capsys):
 
 
 def test_a_planted_bug_is_a_violation_with_exit_3(audited_run, capsys, monkeypatch):
-    import spti.audit
+    import spti.audit.mechanism
     from spti.pe.histogram import vote_histogram
 
     def double(*args, **kwargs):  # every vote counted twice: sensitivity 2
         return 2 * vote_histogram(*args, **kwargs)
 
-    monkeypatch.setattr(spti.audit, "vote_histogram", double)
+    monkeypatch.setattr(spti.audit.mechanism, "vote_histogram", double)
     rc = main(["audit", str(audited_run), "--trials", "20000", "--report"])
     out = capsys.readouterr().out
     assert rc == AUDIT_VIOLATION_EXIT == 3

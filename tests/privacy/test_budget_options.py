@@ -165,6 +165,7 @@ def test_compare_noise_is_what_the_discrete_budget_charges():
 
 def test_the_audit_draws_through_the_release_function(monkeypatch):
     import spti.audit
+    import spti.audit.mechanism
     from spti.pe import histogram
 
     calls = []
@@ -173,7 +174,7 @@ def test_the_audit_draws_through_the_release_function(monkeypatch):
         calls.append((sigma, kw["iteration"], kw.get("kind", "gaussian")))
         return histogram.release_histogram(counts, sigma, **kw)
 
-    monkeypatch.setattr(spti.audit, "release_histogram", spy)
+    monkeypatch.setattr(spti.audit.mechanism, "release_histogram", spy)
     mech = spti.audit.HistogramMechanism.gaussian(2.0, noise=NoiseSource(insecure_seed=3))
     out = mech.release(np.zeros((2, 5)), draw=7)
     assert out.shape == (2, 5) and calls == [(2.0, 7, "gaussian")]

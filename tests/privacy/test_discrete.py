@@ -15,21 +15,20 @@ from scipy import stats
 
 from spti.errors import BudgetError, ConfigError, InputError
 from spti.privacy import NoiseSource, epsilon_from_sigma
-from spti.privacy import discrete as dg
-from spti.privacy.accountant import delta_for_rho, epsilon_for_rho, rho_for_epsilon
-from spti.privacy.discrete import (
-    DEFAULT_USER_SCALE,
-    RandomBits,
-    add_discrete_noise,
+from spti.privacy import discrete_sampler as dg
+from spti.privacy.discrete import DEFAULT_USER_SCALE, add_discrete_noise, exact_sigma, grid_weights
+from spti.privacy.discrete_accounting import (
     compare_noise,
     epsilon_discrete,
-    exact_sigma,
-    grid_weights,
     rho_discrete,
-    sample_discrete_gaussian,
-    sample_discrete_gaussian_reference,
     sigma_for_epsilon_discrete,
 )
+from spti.privacy.discrete_sampler import (
+    RandomBits,
+    sample_discrete_gaussian,
+    sample_discrete_gaussian_reference,
+)
+from spti.privacy.zcdp import delta_for_rho, epsilon_for_rho, rho_for_epsilon
 
 # --------------------------------------------------------------------------------------------------------
 # The closed form N_Z(0, σ²): P[k] = exp(−k²/2σ²) / Σ_j exp(−j²/2σ²)

@@ -384,19 +384,25 @@ class OpenAIClient:
 
     # -- concurrency ---------------------------------------------------------------------------------------
 
-    def map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
-        """``[fn(x) for x in items]`` on up to ``concurrency`` threads, results in input order.
+    def map(self, fn: Callable[[T], R], items: Iterable[T], *, desc: str = "API requests") -> list[R]:
+        """``[fn(x) for x in items]`` on up to ``concurrency`` threads, results in input order, with progress
+        under ``desc`` (:class:`spti.log.Progress`: a bar on a terminal, a log line every interval otherwise).
 
         The first exception raised by ``fn`` is re-raised as soon as it happens, after cancelling the calls not
         yet started, so a fatal error (a bad key) does not go on to send hundreds of doomed requests. Calls
         already running finish first (each is bounded by the timeout and retries), except on Ctrl-C, which
         returns at once."""
+        from spti.log import Progress, progress
+
         items = list(items)
         if len(items) <= 1 or self.concurrency == 1:
-            return [fn(x) for x in items]
+            return [fn(x) for x in progress(items, desc=desc, unit="request")]
         # daemon workers: on Ctrl-C the process does not wait for the requests in flight (up to the timeout)
-        with DaemonThreadPool(max_workers=min(self.concurrency, len(items)), thread_name_prefix="spti-http") as ex:
+        with DaemonThreadPool(max_workers=min(self.concurrency, len(items)), thread_name_prefix="spti-http") as ex, \
+                Progress(desc, len(items), "request") as bar:
             futures = [ex.submit(fn, x) for x in items]
+            for f in futures:
+                f.add_done_callback(lambda _f: bar.update(1))
             try:
                 done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                 failed = [f for f in futures if f in done and f.exception() is not None]

@@ -2,7 +2,8 @@
 
 Why one module: backends used to guess "is this a local path?" with two different rules and read
 ``HF_HUB_OFFLINE`` with two spellings, so the same config string could mean a folder to one backend and a
-hub id to another. Every backend now asks these three functions. Standard library only.
+hub id to another. Every backend now asks these three functions, and reports a model that failed to load
+with :func:`load_error`. Standard library only.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from spti.errors import ConfigError
+from spti.errors import BackendError, ConfigError
 
 #: Values of ``HF_HUB_OFFLINE`` that mean "on", compared case-insensitively (as huggingface_hub reads it).
 _TRUE = frozenset({"1", "on", "yes", "true"})
@@ -63,3 +64,14 @@ def local_model_path(model: str, who: str) -> Path | None:
             "save_pretrained or downloaded from the hub) or a Hugging Face hub id like 'org/name'"
         )
     return None
+
+
+def load_error(what: str, model_id: str, local_files_only: bool, exc: BaseException) -> BackendError:
+    """The error of a model (``what``: "LLM", "text embedder", ...) that failed to load from the hub or a
+    folder; with ``local_files_only`` it says that offline mode may be why. Raise it ``from exc``."""
+    hint = (
+        " (local_files_only is on: the model must already be in the Hugging Face cache or be a local folder)"
+        if local_files_only
+        else ""
+    )
+    return BackendError(f"could not load {what} {model_id!r}{hint}: {exc}")

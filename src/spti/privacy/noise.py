@@ -42,7 +42,8 @@ import numpy as np
 
 from spti.errors import BudgetError, ConfigError
 from spti.log import logger
-from spti.privacy.discrete import RandomBits, exact_sigma, sample_discrete_gaussian
+from spti.privacy.discrete import exact_sigma
+from spti.privacy.discrete_sampler import RandomBits, sample_discrete_gaussian
 
 __all__ = ["INSECURE_WARNING", "NoiseSource"]
 
@@ -126,7 +127,7 @@ class NoiseSource:
         """Draw i.i.d. N(0, σ²) noise of ``shape`` (float64) for PE iteration ``iteration``.
 
         ``sigma`` is the standard deviation itself (for an L2-sensitivity-1 histogram, the σ of the
-        :class:`~spti.privacy.accountant.PrivacyBudget`). ``sigma == 0`` returns zeros; it is meant only
+        :class:`~spti.privacy.budget.PrivacyBudget`). ``sigma == 0`` returns zeros; it is meant only
         for runs that are explicitly not private. In secure mode ``iteration`` only labels the call.
         """
         shp = _check_shape(shape)

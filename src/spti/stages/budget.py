@@ -58,7 +58,7 @@ def make_budget(cfg: Config, num_units: int):
 
     With ``privacy.num_private_bound`` = B the budget is computed and recorded for B (a public upper bound
     on N) instead of N, and N > B is refused. Logs a warning when δ is above
-    :data:`~spti.privacy.accountant.DELTA_WARN`.
+    :data:`~spti.privacy.budget.DELTA_WARN`.
     """
     from spti.privacy import PrivacyBudget, delta_warning
 

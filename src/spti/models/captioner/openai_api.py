@@ -176,7 +176,7 @@ class OpenAICaptioner(Captioner):
                 )
             return text.strip()
 
-        captions = self.client.map(one, images)
+        captions = self.client.map(one, images, desc="captioning (API)")
         empty = sum(not c for c in captions)
         if empty:
             logger.warning("captioner 'openai': %d of %d captions are empty", empty, len(captions))

@@ -15,7 +15,7 @@ from typing import Any
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
 from spti.models._checks import check_batch_size
-from spti.models._hub import resolve_local_files_only
+from spti.models._hub import load_error, resolve_local_files_only
 from spti.models._torch import TorchModels, resolve_device, resolve_dtype, transformers_dtype_kwarg
 from spti.models.llm import LLM, REGISTRY, Conversation, derive_seed
 
@@ -117,13 +117,7 @@ class HFLLM(TorchModels, LLM):
                 tok = AutoTokenizer.from_pretrained(self.model_id, **common, **extra)
             model = AutoModelForCausalLM.from_pretrained(self.model_id, **model_kwargs)
         except Exception as e:  # hub, config, tokenizer and weight errors come in many types
-            hint = (
-                " (local_files_only is on: the model must already be in the Hugging Face cache or be a "
-                "local folder)"
-                if self.local_files_only
-                else ""
-            )
-            raise BackendError(f"could not load LLM {self.model_id!r}{hint}: {e}") from e
+            raise load_error("LLM", self.model_id, self.local_files_only, e) from e
         if self.device == "cpu":
             model = model.to("cpu")
         model.eval()

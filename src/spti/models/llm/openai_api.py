@@ -129,7 +129,7 @@ class OpenAILLM(LLM):
             return first_choice_text(data)
 
         t0 = time.monotonic()
-        replies = self.client.map(one, jobs)
+        replies = self.client.map(one, jobs, desc="LLM replies (API)")
         failed = sum(r is None for r in replies)
         logger.debug("openai llm: %d replies in %.1fs", n, time.monotonic() - t0)
         if failed == n:

@@ -151,4 +151,4 @@ class OpenAIRenderer(Renderer):
                     f"{len(raw)} bytes that are not a readable image"
                 ) from None
 
-        return self.client.map(one, list(zip(prompts, seeds)))
+        return self.client.map(one, list(zip(prompts, seeds)), desc="rendering (API)")

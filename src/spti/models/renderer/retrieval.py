@@ -20,7 +20,7 @@ data (symbolic links resolved, also those of single pool files); with ``exclude_
 ingested private image, which spti's render stage passes from ``private/ingest.jsonl``) pool files with the
 same bytes are left out of the index, with a warning that names neither the files nor how many. Only exact
 copies are caught: a re-encoded or resized copy of a private image is not (the ``memorization`` metric is
-the tool for near-copies).
+the tool for near-copies). Both checks, and the listing of the pool, are in :mod:`spti.models.renderer._pool`.
 """
 
 from __future__ import annotations
@@ -36,34 +36,17 @@ from PIL import Image
 from spti.data.decode import IMAGE_EXTENSIONS
 from spti.data.io import atomic_save_npy, atomic_write_jsonl, read_jsonl
 from spti.errors import BackendError, ConfigError, InputError
-from spti.hashing import content_key, sha256_file
+from spti.hashing import content_key
 from spti.log import logger, progress
 from spti.models._checks import check_batch_size, positive_int
 from spti.models._fingerprint import json_hash, stat_fingerprint
 from spti.models.captioner import Captioner, build_captioner
 from spti.models.renderer import REGISTRY, Renderer
+from spti.models.renderer._pool import list_pool, private_copies, refuse_overlap
 from spti.models.text_embedder import TextEmbedder, build_text_embedder
 
 #: Rows of prompt embeddings scored against the pool at once (bounds the similarity matrix in memory).
 _PROMPT_CHUNK = 1024
-
-
-def list_pool(root: Path) -> list[str]:
-    """Image files under ``root`` (recursive), as sorted POSIX paths relative to ``root``.
-
-    Sorted so that pool indices, the cache key and the retrieved images do not depend on the file system's
-    directory order. Hidden files and folders (``.name``) are skipped: they are usually thumbnails or
-    partial downloads, and this is where spti's own cache may live.
-    """
-    files: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if name.startswith(".") or Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            files.append(Path(dirpath, name).relative_to(root).as_posix())
-    files.sort()
-    return files
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -144,10 +127,12 @@ class RetrievalRenderer(Renderer):
         self._fingerprint = stat_fingerprint(self.pool, self._files)
         self._checks_private = private_root is not None or exclude_hashes is not None
         if private_root is not None and str(private_root) != "":
-            self._refuse_overlap(Path(private_root).expanduser())
+            refuse_overlap(self.pool, self._files, Path(private_root).expanduser())
         #: pool files (relative paths) byte-identical to a private image: never indexed, never returned.
         #: Derived from private data: not logged, not in info().
-        self._excluded: frozenset[str] = self._private_copies(exclude_hashes)
+        self._excluded: frozenset[str] = private_copies(
+            self.pool, self._files, self._fingerprint, self.cache_dir, exclude_hashes
+        )
 
         self._captioner_cfg = captioner
         self._captioner: Captioner | None = captioner if isinstance(captioner, Captioner) else None
@@ -231,84 +216,6 @@ class RetrievalRenderer(Renderer):
             self._captioner = None
         if self._owns_embedder:
             self._embedder.close()
-
-    # ------------------------------------------------------------------ the pool is not private
-    def _refuse_overlap(self, private: Path) -> None:
-        """ConfigError when the pool and the private data share files by location. The messages name the
-        (public) pool only, never the private path."""
-        try:
-            pool = self.pool.resolve()
-            priv = private.resolve()
-        except (OSError, RuntimeError) as e:  # a link loop; the message would name the private path
-            raise ConfigError(
-                f"renderer retrieval: cannot resolve the pool or the private data path ({type(e).__name__})"
-            ) from None
-        if pool == priv:
-            raise ConfigError(
-                f"renderer retrieval: the public pool {str(self.pool)!r} is the private data folder; its images "
-                "would be released verbatim. Point 'pool' (data.public_pool) at a folder of public images"
-            )
-        if priv in pool.parents:
-            raise ConfigError(
-                f"renderer retrieval: the public pool {str(self.pool)!r} lies inside the private data; its "
-                "images would be released verbatim. Point 'pool' (data.public_pool) at a folder of public images"
-            )
-        if pool in priv.parents:
-            raise ConfigError(
-                f"renderer retrieval: the public pool {str(self.pool)!r} contains the private data; private "
-                "images would be released verbatim. Move the private data out of the pool folder"
-            )
-        if not priv.is_dir():
-            return  # a listing file: the hash check covers the images it names
-        for rel in self._files:
-            try:
-                real = (self.pool / rel).resolve()
-            except (OSError, RuntimeError):
-                continue  # unreadable: dropped when the pool is captioned
-            if real == priv or priv in real.parents:
-                raise ConfigError(
-                    f"renderer retrieval: pool file {rel!r} under {str(self.pool)!r} is a link into the private "
-                    "data; its image would be released verbatim. Remove the link from the pool"
-                )
-
-    def _private_copies(self, exclude_hashes: Iterable[str] | None) -> frozenset[str]:
-        """Pool files whose bytes have a sha256 in ``exclude_hashes`` (the private images')."""
-        if exclude_hashes is None:
-            return frozenset()
-        if isinstance(exclude_hashes, (str, bytes)):
-            raise ConfigError("renderer retrieval: exclude_hashes must be a list of sha256 hex digests")
-        private = {str(h).lower() for h in exclude_hashes}
-        if not private:
-            return frozenset()
-        hashes = self._pool_hashes()
-        out = frozenset(rel for rel, h in hashes.items() if h in private)
-        if out:
-            logger.warning(
-                "retrieval: some public pool images are byte-identical to private images and are left out of the "
-                "pool (a retrieval render is released as it is)"
-            )
-        return out
-
-    def _pool_hashes(self) -> dict[str, str]:
-        """sha256 of every pool file, cached in cache_dir by the pool's fingerprint (public data)."""
-        path = self.cache_dir / f"retrieval-pool-{self._fingerprint}.sha256.jsonl" if self.cache_dir else None
-        if path is not None and path.is_file():
-            try:
-                rows = {str(r["file"]): str(r["sha256"]) for r in read_jsonl(path)}
-                if set(rows) == set(self._files):
-                    return rows
-            except (OSError, InputError, KeyError, TypeError):
-                pass
-            logger.warning("retrieval: ignoring unusable pool hash cache %s", path)
-        hashes: dict[str, str] = {}
-        for rel in progress(self._files, desc="hashing pool", total=len(self._files), unit="file"):
-            try:
-                hashes[rel] = sha256_file(self.pool / rel)
-            except OSError:
-                hashes[rel] = ""  # unreadable: it is dropped when the pool is captioned
-        if path is not None:
-            atomic_write_jsonl(path, ({"file": f, "sha256": h} for f, h in hashes.items()))
-        return hashes
 
     # ------------------------------------------------------------------ pool index
     def _cache_paths(self) -> tuple[Path, Path] | None:

@@ -20,7 +20,7 @@ from spti.errors import BackendError, InputError
 from spti.log import logger, progress
 from spti.models._checks import check_batch_size, positive_int
 from spti.models._fingerprint import json_hash
-from spti.models._hub import resolve_local_files_only
+from spti.models._hub import load_error, resolve_local_files_only
 from spti.models._offline import MINILM_DIST, bundled_version, minilm_path
 from spti.models._torch import TorchModels, dtype_name, resolve_device
 from spti.models.text_embedder import REGISTRY, TextEmbedder
@@ -104,13 +104,7 @@ class SentenceTransformersEmbedder(TorchModels, TextEmbedder):
                 trust_remote_code=bool(trust_remote_code),
             )
         except Exception as e:  # hub, config, tokenizer and weight errors come in many types
-            hint = (
-                " (local_files_only is on: the model must already be in the Hugging Face cache or be a "
-                "local folder)"
-                if self.local_files_only
-                else ""
-            )
-            raise BackendError(f"could not load text embedder {self.model_id!r}{hint}: {e}") from e
+            raise load_error("text embedder", self.model_id, self.local_files_only, e) from e
         if self.dtype != "float32":
             st = st.to(getattr(torch, self.dtype))
         if max_seq_length is not None:
