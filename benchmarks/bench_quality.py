@@ -46,16 +46,13 @@ import argparse
 import hashlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's idle OpenMP threads must not spin against llama.cpp
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 FOOTWEAR = (5, 7, 9)  # sandal, sneaker, ankle boot
 ROOT = Path(__file__).resolve().parents[1]
@@ -465,7 +462,7 @@ def print_tables(summary: dict, refs: dict, a) -> None:
     print(hdr)
     print("-" * len(hdr))
     for (variant, voting, eps, t), m in sorted(summary.items(), key=lambda kv: (kv[0][0], kv[0][1], -_num(kv[0][2]), kv[0][3])):
-        g = lambda k, f="{:.3f}": f.format(m[k][0]) if k in m else "-"  # noqa: E731
+        g = lambda k, f="{:.3f}", m=m: f.format(m[k][0]) if k in m else "-"  # noqa: E731
         tvs = f"{m['tv'][0]:.3f}±{m['tv'][1]:.3f}"
         print(f"{variant:<28}{voting:>6}{eps:>5}{t:>3}{tvs:>13}{g('vote_tv'):>8}{g('noisy_vote_tv'):>8}{g('acc', '{:.2f}'):>6}"
               f"{g('top5', '{:.2f}'):>6}{g('voted', '{:.0f}'):>6}{g('uniq', '{:.0f}'):>6}{g('imgs', '{:.0f}'):>6}"
@@ -506,6 +503,37 @@ def plot(summary: dict, refs: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def merge(a) -> int:
+    """Combine the runs of several benchmark invocations (same data and sizes) into one table and plot."""
+    results, refs, metas = [], None, []
+    for folder in a.merge.split(","):
+        r = json.loads((Path(folder) / "results.json").read_text())
+        results += r["runs"]
+        metas.append(r["meta"])
+        if refs is None:
+            refs = r["references"]
+        else:
+            for v, d in r["references"]["pool_hist"].items():
+                refs["pool_hist"][v].update(d)
+    sizes = {k: metas[0]["args"][k] for k in ("num_private", "pool_per_class", "footwear", "population", "iterations", "variations")}
+    for m in metas[1:]:
+        if {k: m["args"][k] for k in sizes} != sizes:
+            raise SystemExit("cannot merge runs of different sizes")
+    a.population = sizes["population"]
+    summary = summarise(results)
+    print_tables(summary, refs, a)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary_json = [{"variant": k[0], "voting": k[1], "eps": k[2], "t": k[3], **{m: list(v) for m, v in s.items()}}
+                    for k, s in sorted(summary.items())]
+    (out / "results.json").write_text(json.dumps({"meta": {"merged": a.merge, "sizes": sizes, "parts": metas},
+                                                  "references": refs, "summary": summary_json, "runs": results},
+                                                 indent=1, default=float))
+    plot(summary, refs, out / "curves.png")
+    print(f"merged {len(results)} runs into {out}/results.json and {out}/curves.png")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -528,7 +556,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--fake", action="store_true", help="the test fakes instead of the offline models (smoke test)")
     ap.add_argument("--winners", action="store_true", help="print the most-voted candidates of each iteration")
+    ap.add_argument("--merge", help="only combine the results.json of these output folders (comma-separated) into --out")
     a = ap.parse_args(argv)
+    if a.merge:
+        return merge(a)
 
     import logging
 

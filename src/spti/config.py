@@ -101,7 +101,10 @@ class PEConfig:
     population: int = 2000
     variations: int = 6
     keep_selected: bool = True
-    selection: str = "rank"
+    # "sample" (PE's own rule: draw the next parents ∝ the noisy votes) keeps the population's mix where the
+    # votes put it; "rank" (top-N) gives a candidate with 100 votes the same one seat as one with 2 and fills
+    # the rest with unvoted candidates: measured worse on benchmarks/bench_quality.py (docs/QUALITY.md)
+    selection: str = "sample"
     threshold: float = 0.0
     lookahead: int = 0  # 0: vote against the candidate itself; L: against the mean of L variations/renders
     voting: str = "text"
@@ -122,6 +125,9 @@ class EvaluateConfig:
     per_iteration: bool = False
     max_images: int | None = None
     space: str | None = None  # feature space of prdc / memorization; None: the run's image_embedder's
+    # The non-private caption ceiling (text voting): render a sample of the PRIVATE captions with the release
+    # renderer and report their metrics next to the release's (private/ceiling/, NOT differentially private).
+    ceiling: bool = False
 
 
 @dataclass

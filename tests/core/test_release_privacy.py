@@ -117,7 +117,7 @@ def test_release_holds_no_count_path_name_caption_seed_or_command_line(tmp_path,
         assert word not in text, word
     # release/ is built from an allow-list of files
     assert all(n in RELEASE_FILES or (n.startswith("images/") and n.endswith(".png")) for n in names), names
-    assert {"dp_captions.jsonl", "metadata.jsonl", "privacy.json", "manifest.json"} <= set(names)
+    assert {"dp_captions.jsonl", "metadata.jsonl", "privacy.json", "manifest.json", "README.md"} <= set(names)
     # the public manifest still says what produced the release
     rman = json.loads((release / "manifest.json").read_text())
     assert rman["command"] == "run" and rman["seed"] == 3 and rman["privacy"]["num_private"] == n

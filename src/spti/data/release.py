@@ -7,6 +7,7 @@ Layout (Hugging Face ImageFolder, loadable with ``datasets.load_dataset("imagefo
     release/metadata.jsonl        {"file_name": "images/00000.png", "text": ...}
     release/privacy.json          the budget ledger
     release/manifest.json         versions, models, the budget, the public settings (see public_manifest)
+    release/README.md             the dataset card (spti.data.card), built from the two files above
 
 Why allow-lists, for the files and for the manifest's fields: a user hands ``release/`` to a third party
 believing every byte of it is covered by the (ε, δ) guarantee. A deny-list misses whatever a later change
@@ -175,6 +176,21 @@ def write_release_docs(release: Path, privacy: dict[str, Any], manifest: dict[st
     """Write the ledger and the public manifest into ``release``, then prune it to its allow-list: the last
     step of every command that writes a release."""
     release.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(release / "privacy.json", public_ledger(privacy))
-    atomic_write_json(release / "manifest.json", public_manifest(manifest))
+    ledger, public = public_ledger(privacy), public_manifest(manifest)
+    atomic_write_json(release / "privacy.json", ledger)
+    atomic_write_json(release / "manifest.json", public)
     prune_release(release)
+    write_card(release, ledger, public)
+
+
+def write_card(release: Path, ledger: Any, public: Mapping[str, Any]) -> None:
+    """Write ``README.md``, the dataset card (:mod:`spti.data.card`), from the published ledger and manifest
+    and the counts of the release's own (DP) files: images/*.png and the rows of dp_captions.jsonl."""
+    from spti.data.card import build_dataset_card
+    from spti.data.io import atomic_write_text
+
+    images, ext = RELEASE_IMAGES
+    n_images = sum(1 for p in (release / images).glob(f"*{ext}") if p.is_file()) if (release / images).is_dir() else 0
+    caps = release / "dp_captions.jsonl"
+    n_captions = sum(1 for line in caps.read_text(encoding="utf-8").splitlines() if line.strip()) if caps.is_file() else 0
+    atomic_write_text(release / "README.md", build_dataset_card(ledger, public, n_images=n_images, n_captions=n_captions))

@@ -12,9 +12,15 @@ data — metrics, ingest and stage counters — carries a "not differentially pr
 one exact count the ledger publishes, carries its own label ("treated as public").
 Robustness: every file but ``manifest.json`` is optional; a missing or malformed part becomes a note.
 
-Module map: :mod:`~spti.report.reader` reads the run folder, :mod:`~spti.report.sections` and
-:mod:`~spti.report.metrics_sections` build the sections from :mod:`~spti.report.markup` and
-:mod:`~spti.report.plots`; this module assembles the page.
+Layout (read at a glance): the first screen holds the guarantee in one sentence, the number of images, the
+key metrics (labelled) and the image grid (:mod:`~spti.report.summary`); then the curves over iterations and
+the class mix as plots; then the full metrics, the memorization and privacy audits, the budget, the
+population of each iteration; the details (models as key/value rows, stages, config, manifest) and the DP
+captions collapsed; the counters last.
+
+Module map: :mod:`~spti.report.reader` reads the run folder, :mod:`~spti.report.summary`,
+:mod:`~spti.report.sections` and :mod:`~spti.report.metrics_sections` build the sections from
+:mod:`~spti.report.markup` and :mod:`~spti.report.plots`; this module assembles the page.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from spti.errors import RunFolderError
 from spti.log import logger
 from spti.report.audit_section import audit_section
 from spti.report.markup import esc, section
-from spti.report.metrics_sections import memorization_section, metrics_section
+from spti.report.metrics_sections import curves_section, memorization_section, metrics_section
 from spti.report.reader import RunReader
 from spti.report.sections import (
     captions_section,
@@ -39,6 +45,7 @@ from spti.report.sections import (
     privacy_section,
     release_section,
 )
+from spti.report.summary import class_mix_section, summary_section
 
 __all__ = ["build_report"]
 
@@ -81,14 +88,16 @@ ol.captions li{margin:.15em 0}
 .kv th{width:32%}
 .flag{color:#b00020;font-weight:600}
 details summary{cursor:pointer;margin:.3em 0}
+summary h3{display:inline;margin:0}
+h4{font-size:.95em;margin:.8em 0 .2em}
+.glance{padding-top:2px;padding-bottom:6px}
+.glance p{margin:.5em 0}
+.guarantee{font-size:1.08em}
+.guarantee.notprivate{background:#b00020;color:#fff;padding:8px 12px;border-radius:6px}
+table.keymetrics{width:auto;max-width:100%}
+.keymetrics td:first-child{white-space:nowrap;overflow-wrap:normal;word-break:normal}
+.wide img{width:100%;max-width:800px;height:auto;display:block}
 """
-
-
-_LEGEND = (
-    '<p class="note">Only the files of <code>release/</code> are covered by the privacy guarantee below. Numbers '
-    'marked <span class="notdp">not differentially private</span> are exact values computed from the private '
-    "data: keep them with the run, do not publish them.</p>"
-)
 
 
 def build_report(
@@ -121,22 +130,22 @@ def build_report(
     if not isinstance(manifest, Mapping):
         raise RunFolderError(f"{mpath} is not a JSON object")
 
-    sections = [
-        privacy_section(run, manifest),
-        audit_section(run),  # "" unless `spti audit` ran (private/audit.json)
-        config_section(run, manifest),
-        release_section(run, max_images),
-    ]
-    it = iterations_section(run, max_images)
-    if it:
-        sections.append(it)
-    sections.append(captions_section(run))
+    # first screen: the guarantee, the counts, the key metrics, then the images; then the curves and the
+    # class mix; then the full metrics, the audits, the budget; then the details, collapsed
     met_html, metrics = metrics_section(run)
+    sections = [summary_section(run, manifest, metrics), release_section(run, max_images)]
+    for optional in (curves_section(metrics), class_mix_section(run)):
+        if optional:
+            sections.append(optional)
     sections.append(met_html)
     mem = memorization_section(run, metrics, show_private, max_images)
     if mem:
         sections.append(mem)
-    sections.append(inputs_section(run))
+    sections += [privacy_section(run, manifest), audit_section(run)]  # audit: "" unless `spti audit` ran
+    it = iterations_section(run, max_images)
+    if it:
+        sections.append(it)
+    sections += [captions_section(run), config_section(run, manifest), inputs_section(run)]
 
     banner = ""
     if show_private:
@@ -146,7 +155,7 @@ def build_report(
         )
     notes = ""
     if run.notes:
-        notes = section("notes", "Notes", "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in run.notes) + "</ul>")
+        notes = section("notes", "Notes", "<ul>" + "".join(f"<li>{esc(n)}</li>" for n in dict.fromkeys(run.notes)) + "</ul>")
     created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     version = manifest.get("spti_version", "?")
     doc = (
@@ -158,7 +167,7 @@ def build_report(
         f"<h1>spti report: {esc(root.resolve().name)}</h1>"
         f'<p class="note">spti {esc(version)} · report built {esc(created)} · run created '
         f"{esc(manifest.get('created', '?'))}</p>"
-        f"{_LEGEND}{banner}{''.join(sections)}{notes}</main></body></html>\n"
+        f"{banner}{''.join(sections)}{notes}</main></body></html>\n"
     )
     target = Path(out) if out is not None else root / "report.html"
     from spti.data.io import atomic_write_text

@@ -56,6 +56,8 @@ def metric_details(entry: Any) -> str:
 
 
 def metrics_section(run: RunReader) -> tuple[str, Any]:
+    """The final metrics in full (with the caption ceiling's next to them when it was measured); the
+    per-iteration curves are drawn by :func:`curves_section`."""
     data = run.json("metrics.json")
     if not isinstance(data, Mapping):
         return section("metrics", "Metrics", note("metrics.json is missing: no evaluation was run")), None
@@ -66,57 +68,82 @@ def metrics_section(run: RunReader) -> tuple[str, Any]:
     mets = data.get("metrics")
     if not isinstance(mets, Mapping):
         mets = {k: v for k, v in data.items() if num(v) is not None}
+    ceiling = data.get("ceiling") if isinstance(data.get("ceiling"), Mapping) else None
+    cmets = ceiling.get("metrics") if ceiling and isinstance(ceiling.get("metrics"), Mapping) else {}
     if mets:
         rows = []
         for name, entry in mets.items():
+            extra = ""
+            if ceiling:
+                c = cmets.get(name)
+                extra = f"<td>{metric_value_html(name, c)} {notdp()}</td>" if c is not None else "<td>—</td>"
             rows.append(
                 f"<tr><td><strong>{esc(name)}</strong></td><td>{metric_value_html(name, entry)} {notdp()}</td>"
-                f"<td>{metric_details(entry)}</td></tr>"
+                f"{extra}<td>{metric_details(entry)}</td></tr>"
             )
+        chead = "<th>ceiling (private captions rendered)</th>" if ceiling else ""
         parts.append(
-            "<table><thead><tr><th>metric</th><th>value</th><th>details</th></tr></thead><tbody>"
+            f"<table><thead><tr><th>metric</th><th>value</th>{chead}<th>details</th></tr></thead><tbody>"
             + "".join(rows)
             + "</tbody></table>"
         )
     else:
         parts.append(note("metrics.json holds no final metrics"))
+    if ceiling:
+        n = ceiling.get("n_images")
+        parts.append(
+            f"<p>Ceiling: {esc(fmt(n))} {notdp()} private captions, rendered with the release renderer and measured "
+            "like the release (the images stay in <code>private/ceiling/</code>). The gap between the release and "
+            "the ceiling is what the DP noise costs; the gap between the ceiling and the private images is what "
+            "the captioner and the text-to-image model cost.</p>"
+        )
+        if isinstance(ceiling.get("errors"), Mapping) and ceiling["errors"]:
+            parts.append(table(("ceiling metric", "not computed"), [[k, v] for k, v in ceiling["errors"].items()]))
     for key, label in (("errors", "not computed"), ("skipped", "skipped")):
         if isinstance(data.get(key), Mapping) and data[key]:
             parts.append(table(("metric", label), [[k, v] for k, v in data[key].items()]))
-
-    per = data.get("per_iteration")
-    if isinstance(per, list) and per:
-        series: dict[str, list[tuple[float, float]]] = {}
-        for i, row in enumerate(per):
-            if not isinstance(row, Mapping):
-                continue
-            t = num(row.get("iteration"))
-            t = float(i) if t is None else t
-            for k, v in flatten_numbers({k: v for k, v in row.items() if k != "iteration"}).items():
-                series.setdefault(k, []).append((t, v))
-        if series:
-            parts.append(f"<h3>Metrics over iterations {notdp()}</h3>")
-            plots = []
-            for k, pts in series.items():
-                pts.sort()
-                uri = png_plot([p[0] for p in pts], [p[1] for p in pts], f"{k} ({NOT_DP_LABEL})", k)
-                if uri is not None:
-                    plots.append(f'<img src="{uri}" alt="{esc(k)} over iterations">')
-            if plots:
-                parts.append('<div class="plots">' + "".join(plots) + "</div>")
-            else:
-                parts.append(note("matplotlib is not installed: curves shown as a table only"))
-            its = sorted({t for pts in series.values() for t, _ in pts})
-            lookup = {k: dict(pts) for k, pts in series.items()}
-            parts.append(
-                "<details><summary>values</summary>"
-                + table(
-                    ["iteration", *[f"{k} ({NOT_DP_LABEL})" for k in series]],
-                    [[int(t) if t == int(t) else t, *[lookup[k].get(t) for k in series]] for t in its],
-                )
-                + "</details>"
-            )
     return section("metrics", "Metrics", "".join(parts)), data
+
+
+def curves_section(data: Any) -> str | None:
+    """The metrics of each PE iteration as plots (values in a collapsed table), or None without a curve."""
+    if not isinstance(data, Mapping):
+        return None
+    per = data.get("per_iteration")
+    if not isinstance(per, list) or not per:
+        return None
+    series: dict[str, list[tuple[float, float]]] = {}
+    for i, row in enumerate(per):
+        if not isinstance(row, Mapping):
+            continue
+        t = num(row.get("iteration"))
+        t = float(i) if t is None else t
+        for k, v in flatten_numbers({k: v for k, v in row.items() if k != "iteration"}).items():
+            series.setdefault(k, []).append((t, v))
+    if not series:
+        return None
+    parts = [f"<h3>Metrics over iterations {notdp()}</h3>"]
+    plots = []
+    for k, pts in series.items():
+        pts.sort()
+        uri = png_plot([p[0] for p in pts], [p[1] for p in pts], f"{k} ({NOT_DP_LABEL})", k)
+        if uri is not None:
+            plots.append(f'<img src="{uri}" alt="{esc(k)} over iterations">')
+    if plots:
+        parts.append('<div class="plots">' + "".join(plots) + "</div>")
+    else:
+        parts.append(note("matplotlib is not installed: curves shown as a table only"))
+    its = sorted({t for pts in series.values() for t, _ in pts})
+    lookup = {k: dict(pts) for k, pts in series.items()}
+    parts.append(
+        ("<details><summary>values</summary>" if plots else "<div>")
+        + table(
+            ["iteration", *[f"{k} ({NOT_DP_LABEL})" for k in series]],
+            [[int(t) if t == int(t) else t, *[lookup[k].get(t) for k in series]] for t in its],
+        )
+        + ("</details>" if plots else "</div>")
+    )
+    return section("curves", "Over iterations", "".join(parts))
 
 
 def memorization_section(run: RunReader, metrics: Any, show_private: bool, max_images: int) -> str | None:

@@ -103,21 +103,27 @@ def privacy_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
         parts.append(
             kv_table(
                 [
-                    (
-                        "noise source",
-                        json.dumps(manifest["noise"], ensure_ascii=False)
-                        if not isinstance(manifest["noise"], str)
-                        else manifest["noise"],
-                    )
+                    ("noise source", _readable(manifest["noise"]))
                 ]
             )
         )
-    return section("privacy", "Privacy budget", "".join(parts))
+    return section("privacy", "Privacy budget and accounting", "".join(parts))
 
 
 def _n(v: Any) -> Raw | None:
     """N with its label: the one exact count of the private data that the ledger publishes."""
     return None if v is None else assumed_public_value(v)
+
+
+def _readable(v: Any) -> str:
+    """A value as a reader wants it in a key/value row: a list comma-separated, a mapping as ``k: v`` pairs."""
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_readable(x)}" for k, x in v.items())
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_readable(x) for x in v)
+    from spti.report.markup import fmt
+
+    return fmt(v)
 
 
 def _stage_details(info: Any) -> Any:
@@ -127,30 +133,40 @@ def _stage_details(info: Any) -> Any:
     details = {k: v for k, v in info.items() if k != "done"}
     if not details:
         return ""
-    return Raw(f"{esc(json.dumps(details, ensure_ascii=False, default=str))} {notdp()}")
+    return Raw(f"{esc(_readable(details))} {notdp()}")
+
+
+def _models_html(models: Mapping[str, Any]) -> str:
+    """Each model as key/value rows under its role (backend and model first), not a JSON dump."""
+    blocks = []
+    for role, info in models.items():
+        if isinstance(info, Mapping):
+            first = [k for k in ("backend", "model", "model_id") if k in info]
+            rows = [(k, _readable(info[k])) for k in first]
+            rows += [(k, _readable(v)) for k, v in info.items() if k not in first]
+        else:
+            rows = [("model", _readable(info))]
+        blocks.append(f"<h4>{esc(role)}</h4>" + (kv_table(rows) or note("no details recorded")))
+    return "".join(blocks)
 
 
 def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
+    """The details, collapsed: the models (key/value rows), the stages, the configuration, the manifest."""
     parts: list[str] = []
     models = manifest.get("models")
     if isinstance(models, Mapping) and models:
-        rows = []
-        for role, info in models.items():
-            if isinstance(info, Mapping):
-                ident = info.get("model") or info.get("model_id") or info.get("path") or ""
-                rest = {k: v for k, v in info.items() if k not in ("backend", "model", "model_id")}
-                rows.append(
-                    [role, info.get("backend"), ident, json.dumps(rest, ensure_ascii=False, default=str)]
-                )
-            else:
-                rows.append([role, None, info, ""])
-        parts.append("<h3>Models</h3>" + table(("role", "backend", "model", "details"), rows))
+        names = ", ".join(
+            f"{role}: {(info.get('model') or info.get('model_id') or info.get('backend')) if isinstance(info, Mapping) else info}"
+            for role, info in models.items()
+        )
+        parts.append(f"<details><summary><h3>Models</h3> <span class=\"note\">{esc(names)}</span></summary>"
+                     f"{_models_html(models)}</details>")
     else:
         parts.append(note("no model information in manifest.json"))
     stages = manifest.get("stages")
     if isinstance(stages, Mapping) and stages:
         parts.append(
-            "<h3>Stages</h3>"
+            "<details><summary><h3>Stages</h3></summary>"
             + table(
                 ("stage", "done", "details"),
                 [
@@ -158,6 +174,7 @@ def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
                     for s, i in stages.items()
                 ],
             )
+            + "</details>"
         )
     text = run.text("config.yaml")
     if text is None:
@@ -176,14 +193,15 @@ def config_section(run: RunReader, manifest: Mapping[str, Any]) -> str:
             parts.append(note("config.yaml could not be parsed; not shown"))
         else:
             parts.append(
-                "<h3>Configuration (config.yaml, private paths redacted)</h3><pre>" + esc(shown) + "</pre>"
+                "<details><summary><h3>Configuration</h3> (config.yaml, private paths redacted)</summary><pre>"
+                + esc(shown) + "</pre></details>"
             )
     man = json.dumps(redact(dict(manifest)), indent=2, ensure_ascii=False, default=str)
     parts.append(
         f"<details><summary>manifest.json (its counts are computed from the private data) {notdp()}</summary>"
         f"<pre>{esc(man)}</pre></details>"
     )
-    return section("config", "Configuration and models", "".join(parts))
+    return section("config", "Details: models, stages, configuration", "".join(parts))
 
 
 def release_section(run: RunReader, max_images: int) -> str:
@@ -268,8 +286,9 @@ def captions_section(run: RunReader) -> str:
         else ""
     )
     body = (
-        f"<p>{len(texts)} differentially private captions (the output of Private Evolution).</p>"
-        '<ol class="captions">' + "".join(f"<li>{esc(t)}</li>" for t in shown) + "</ol>" + more
+        f"<details><summary>{len(texts)} differentially private captions (the output of Private Evolution)"
+        '</summary><ol class="captions">' + "".join(f"<li>{esc(t)}</li>" for t in shown) + "</ol>" + more
+        + "</details>"
     )
     return section("captions", "DP captions", body)
 

@@ -5,7 +5,8 @@
 are merged there, never by :func:`spti.metrics.evaluate` (which only computes). The per-iteration
 evaluator records which image it rendered for each population member in its own file,
 ``checkpoints/iter_XXX/population_images.jsonl`` (``{"text", "image"}`` rows; the engine alone writes
-``population.jsonl``).
+``population.jsonl``). With ``evaluate.ceiling`` (text voting), :func:`ceiling_stage` also renders a sample
+of the private captions into ``private/ceiling/`` and adds their metrics as metrics.json's ``ceiling`` entry.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from spti.data.io import atomic_write_json, atomic_write_jsonl, read_json
 from spti.data.run import RunDir
 from spti.log import logger
 from spti.pe.engine import IterationRecord
-from spti.stages.render import build_run_renderer
+from spti.stages.render import build_run_renderer, release_pairs
 
 #: The feature space (of spti.metrics) that the run's own image embedder backend serves.
 _SPACE_OF_BACKEND = {"efficientnet-lite0": "efficientnet", "inception": "inception", "dinov2": "dinov2", "clip": "clip"}
@@ -92,8 +93,9 @@ def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
     from spti.data.images import IngestResult
     from spti.metrics.evaluate import evaluate
 
+    ingested = IngestResult.load(run_dir.private)
     res = evaluate(
-        IngestResult.load(run_dir.private),
+        ingested,
         run_dir.release,
         metrics=tuple(cfg.evaluate.metrics),
         embedders=_eval_embedders(cfg),
@@ -102,9 +104,95 @@ def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
         cache_dir=eval_cache_dir(run_dir),
         max_images=cfg.evaluate.max_images,
     )
+    if cfg.evaluate.ceiling:
+        ceiling = ceiling_stage(run_dir, cfg, ingested)
+        if ceiling is not None:
+            res = {**res, "ceiling": ceiling}
     MetricsFile(run_dir).write_final(res)
     run_dir.mark_stage("evaluate", metrics=list(cfg.evaluate.metrics))
     return res
+
+
+CEILING_DIR = "ceiling"
+CEILING_NOTE = (
+    "the non-private caption ceiling: the PRIVATE captions rendered with the release renderer and measured "
+    "like the release. NOT differentially private (computed from the private captions and images); the "
+    "images stay in private/ceiling/ and never enter release/"
+)
+
+
+def private_captions(run_dir: RunDir) -> list[str]:
+    """The captions of the private images (text voting's ``private/captions/`` shards), empty ones dropped."""
+    from spti.data.io import read_jsonl
+
+    shard_dir = run_dir.private / "captions"
+    if not shard_dir.is_dir():
+        return []
+    out: list[str] = []
+    for shard in sorted(shard_dir.glob("shard-*.jsonl")):
+        out.extend(t for r in read_jsonl(shard) if isinstance(t := r.get("text"), str) and t.strip())
+    return out
+
+
+def ceiling_stage(run_dir: RunDir, cfg: Config, ingested) -> dict[str, Any] | None:
+    """``evaluate.ceiling``: render the private captions once with the release renderer and measure the
+    renders like the release, so that a user sees how much of the gap to the private data is the DP noise
+    (release vs ceiling) and how much is the captioner and text-to-image model (ceiling vs the private
+    images themselves). Returns the ``ceiling`` entry of metrics.json (NOT differentially private), or None
+    with a logged note when there is nothing to render (image voting has no private captions).
+
+    As many captions as the release has images are rendered (a seeded sample, fewer if there are fewer
+    captions): Fréchet distances are biased by sample size, so the two numbers are comparable only at equal
+    sizes. Renders go through a :class:`RenderCache` rooted in ``private/ceiling/`` (a resumed run reuses
+    them; counted as ``renderer_calls.ceiling``), and ``private/ceiling/images.jsonl`` lists which image is
+    which caption. Nothing is written to release/."""
+    import numpy as np
+    from PIL import Image
+
+    from spti.data.listing import list_images
+    from spti.metrics.evaluate import evaluate
+
+    if cfg.pe.voting != "text":
+        logger.info("evaluate: no caption ceiling: it needs the private captions of text voting, and this run "
+                    "votes with images (pe.voting: %s)", cfg.pe.voting)
+        return None
+    captions = private_captions(run_dir)
+    n_release = len(list_images(run_dir.release / "images")) if (run_dir.release / "images").is_dir() else 0
+    n = min(len(captions), n_release)
+    if n < 2:
+        logger.info("evaluate: no caption ceiling: too few private captions or release images to compare")
+        return None
+    rng = np.random.default_rng([int(cfg.seed), 0xCE1])
+    chosen = [captions[i] for i in sorted(rng.choice(len(captions), size=n, replace=False).tolist())]
+    root = run_dir.private / CEILING_DIR
+    stats: Counter = Counter(run_dir.stats().get("renderer_calls", {}))
+    stats.setdefault("ceiling", 0)
+    renderer = build_run_renderer(run_dir, cfg, cfg.release_renderer or cfg.renderer)
+    cache = RenderCache(root, renderer, stats, "ceiling")
+    # the release's seed rule: a caption that occurs twice gets a fresh seed the second time
+    paths = cache.get_paths(release_pairs(chosen, 1, cfg.render.seed), desc="rendering the ceiling")
+    run_dir.update_stats("renderer_calls", stats)
+    atomic_write_jsonl(root / "images.jsonl",
+                       ({"text": t, "image": p.relative_to(run_dir.path).as_posix()} for t, p in zip(chosen, paths)))
+    images = []
+    for p in paths:
+        with Image.open(p) as im:
+            images.append(im.convert("RGB"))
+    res = evaluate(
+        ingested, images, metrics=tuple(m for m in cfg.evaluate.metrics if m != "memorization"),
+        embedders=_eval_embedders(cfg), prdc_space=_eval_space(cfg), cache_dir=eval_cache_dir(run_dir),
+        max_images=cfg.evaluate.max_images, captions=chosen,
+    )
+    entry: dict[str, Any] = {"differentially_private": False, "note": CEILING_NOTE, "n_images": n,
+                             "images": (root / "images.jsonl").relative_to(run_dir.path).as_posix(),
+                             "metrics": res.get("metrics", {})}
+    for key in ("errors", "skipped"):
+        if res.get(key):
+            entry[key] = res[key]
+    vals = _curve_values(entry["metrics"])
+    if vals:
+        logger.info("evaluate: caption ceiling (not DP): %s", ", ".join(f"{k}={v:.4g}" for k, v in vals.items()))
+    return entry
 
 
 def _curve_values(metrics: dict[str, Any]) -> dict[str, float]:

@@ -153,3 +153,10 @@ def mark_release_coverage(run_dir: RunDir, provenance: dict[str, Any]) -> None:
         ),
         "captions_sha256": provenance.get("captions_sha256"),
     })
+    from spti.data.io import read_json
+    from spti.data.release import write_card
+
+    # the dataset card was written from the run's ledger: it must now say "not covered" too
+    manifest = run_dir.release / "manifest.json"
+    write_card(run_dir.release, read_json(run_dir.release / "privacy.json"),
+               read_json(manifest) if manifest.is_file() else {})
