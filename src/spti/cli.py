@@ -208,7 +208,7 @@ def cmd_audit(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from spti.demo import run_demo
+    from spti.demo import DEFAULTS, run_demo
 
     run_dir = run_demo(
         out=a.out or "runs/demo",
@@ -218,7 +218,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         iterations=a.iterations,
         variations=a.variations,
         epsilon=a.epsilon if a.epsilon is not None else 1.0,
-        voting=a.voting or "text",
+        voting=a.voting or DEFAULTS["voting"],
         seed=a.seed or 0,
         progress=not a.no_progress,
     )

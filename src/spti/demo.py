@@ -95,13 +95,17 @@ def demo_config(out: str | Path, *, population: int, iterations: int, variations
     }
 
 
-DEFAULTS = {"num_private": 1000, "pool_size": 1000, "population": 40, "iterations": 2, "variations": 2}
+#: ``voting``: image voting by default. The demo's tag captioner (EfficientNet-Lite0 labels) keeps too
+#: little of each image for text voting to follow the private class mix, and with the retrieval renderer
+#: rendering a candidate is only a lookup (docs/QUALITY.md, benchmarks/bench_quality.py).
+DEFAULTS = {"num_private": 1000, "pool_size": 1000, "population": 40, "iterations": 2, "variations": 2,
+            "voting": "image"}
 
 
 def run_demo(out: str | Path = "runs/demo", *, num_private: int = DEFAULTS["num_private"],
              pool_size: int = DEFAULTS["pool_size"], population: int = DEFAULTS["population"],
              iterations: int = DEFAULTS["iterations"], variations: int = DEFAULTS["variations"], epsilon: float = 1.0,
-             voting: str = "text", seed: int = 0, progress: bool = True, num_examples: int = 8):
+             voting: str = DEFAULTS["voting"], seed: int = 0, progress: bool = True, num_examples: int = 64):
     """Run the offline demo; returns the :class:`~spti.data.run.RunDir`.
 
     ``num_examples`` public pool images are captioned up front and given to the LLM as few-shot examples
