@@ -35,6 +35,9 @@ def _round(x: float) -> float | str:
     return float(f"{x:.5g}")
 
 
+_SITE = re.compile(r"\S*?/(?:site|dist)-packages/")
+
+
 def _norm(obj: Any, root: str) -> Any:
     if isinstance(obj, dict):
         return {k: _norm(v, root) for k, v in sorted(obj.items()) if k not in VOLATILE_KEYS}
@@ -43,12 +46,13 @@ def _norm(obj: Any, root: str) -> Any:
     if isinstance(obj, float):
         return _round(obj)
     if isinstance(obj, str):
-        return _TS.sub("<time>", obj.replace(root, "<run>"))
+        return _SITE.sub("<site-packages>/", _TS.sub("<time>", obj.replace(root, "<run>")))
     return obj
 
 
 def _text(s: str, root: str) -> str:
     s = s.replace(root, "<run>")
+    s = _SITE.sub("<site-packages>/", s)
     s = _B64.sub("<data>", s)
     s = _TS.sub("<time>", s)
     return _FLOAT.sub(lambda m: repr(_round(float(m.group()))), s)
