@@ -149,8 +149,8 @@ def test_image_voting_with_tiny_sd_reuses_renders(tmp_path):
     assert calls["evolve"] == len(distinct)
     # the release reuses the loop's renders; only a caption selected twice (sample selection) needs a render
     # with a fresh seed for its second copy
-    final = [json.loads(x)["text"] for x in (r_dir := out / "release" / "dp_captions.jsonl").read_text().splitlines()]
-    assert calls["release"] == len(final) - len(set(final)), r_dir
+    final = [json.loads(x)["text"] for x in (out / "release" / "dp_captions.jsonl").read_text().splitlines()]
+    assert calls["release"] == len(final) - len(set(final))
     meta = [json.loads(x) for x in (run_dir.release / "metadata.jsonl").read_text().splitlines()]
     assert len(meta) == 6
     assert not (out / "private" / "captions").exists()
