@@ -275,17 +275,12 @@ def test_result_serialises(data) -> None:
 
 # ---------------------------------------------------------------------------------------------- audit_run
 def test_audit_run_on_an_image_voting_run(tmp_path) -> None:
-    from PIL import Image
+
+    from support.fakes import write_colour_squares
 
     from spti.pipeline import run
 
-    rng = np.random.default_rng(0)
-    colours = [(220, 30, 30), (30, 30, 220), (30, 200, 30)]
-    for i in range(18):
-        d = tmp_path / "private" / f"user{i % 4}"
-        d.mkdir(parents=True, exist_ok=True)
-        px = np.clip(np.array(colours[i % 3]) + rng.integers(-12, 13, size=(16, 16, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(px, "RGB").save(d / f"img{i:03d}.png")
+    write_colour_squares(tmp_path / "private")
     cfg = {
         "out": str(tmp_path / "run"), "seed": 3, "progress": False,
         "data": {"private": str(tmp_path / "private"), "users_from_subfolders": True},

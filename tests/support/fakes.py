@@ -151,3 +151,17 @@ class MeanColourEmbedder(ImageEmbedder):
             a = np.asarray(im.convert("RGB").resize((8, 8)), dtype=np.float32) / 255.0
             out[i] = np.concatenate([a[y : y + 4, x : x + 4].reshape(-1, 3).mean(0) for y in (0, 4) for x in (0, 4)])
         return out
+
+
+def write_colour_squares(folder, n: int = 18, users: int = 4, size: int = 16, seed: int = 0) -> None:
+    """A small private image set for end-to-end tests: ``n`` noisy red/blue/green squares in ``users``
+    user sub-folders (``user0`` ...), deterministic for a seed."""
+    from pathlib import Path
+
+    rng = np.random.default_rng(seed)
+    colours = [(220, 30, 30), (30, 30, 220), (30, 200, 30)]
+    for i in range(n):
+        d = Path(folder) / f"user{i % users}"
+        d.mkdir(parents=True, exist_ok=True)
+        px = np.clip(np.array(colours[i % 3]) + rng.integers(-12, 13, size=(size, size, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(px, "RGB").save(d / f"img{i:03d}.png")
