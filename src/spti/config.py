@@ -50,6 +50,10 @@ class DataConfig:
     users_from_subfolders: bool = False
     max_pixels: int = 89_478_485
     public_pool: str | None = None  # public images (retrieval renderer, few-shot never from private)
+    # labels (class-conditional SPTI): from the first-level sub-folders (ImageFolder: data/<class>/*.png)
+    # or from a column of a listing / metadata file; at most one source, and not the users' source
+    labels_from_subfolders: bool = False
+    label_column: str | None = None
 
 
 @dataclass
@@ -69,6 +73,13 @@ class PrivacyConfig:
     noise: str = "gaussian"  # "gaussian" or "discrete" (exact discrete Gaussian, spti.privacy.discrete)
     grid: int | None = None  # discrete only: integer vote grid; None: 1 (record level), 2520 (user level)
     num_private_bound: int | None = None  # a PUBLIC upper bound on N, used and published instead of N
+    # labelled runs only: how many synthetic captions each class gets. "dp": a noisy count per class
+    # (Gaussian, composed with the PE histograms: mu^2 = mu_counts^2 + T / sigma^2), spending the share
+    # ``class_count_share`` of mu^2; "uniform": equal shares (a public prior, costs nothing); "prior": the
+    # public proportions ``class_prior`` (label -> weight). Never the exact private counts.
+    class_sizes: str = "dp"
+    class_count_share: float = 0.05
+    class_prior: dict[str, float] | None = None
 
 
 @dataclass
@@ -151,6 +162,9 @@ class Config:
     )
     image_embedder: dict[str, Any] = field(default_factory=lambda: {"backend": "efficientnet-lite0"})
     release_renderer: dict[str, Any] | None = None  # None: the release reuses the loop's renderer
+    # labelled runs: label -> class description used in the prompts (default: the label name), e.g.
+    # {"3": "a photo of a dress"}; only labels present in the data are used
+    classes: dict[str, str] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -243,12 +257,46 @@ class Config:
                 "give exactly one of privacy.epsilon and privacy.sigma (or privacy.not_private: true)",
             )
         _check_privacy_extras(pr)
+        _check_labels(self)
         if need_private:
             _check(bool(self.data.private), "data.private: the private data to use is required")
         for role in ("llm", "text_embedder", "captioner", "renderer", "image_embedder"):
             v = getattr(self, role)
             _check(isinstance(v, dict) and isinstance(v.get("backend"), str), f"{role}: needs a 'backend' name")
         return self
+
+
+CLASS_SIZES = ("dp", "uniform", "prior")
+
+
+def labelled(cfg: Config) -> bool:
+    """Whether a run is class-conditional (its private data carries labels)."""
+    return bool(cfg.data.labels_from_subfolders or cfg.data.label_column)
+
+
+def _check_labels(cfg: Config) -> None:
+    d, pr = cfg.data, cfg.privacy
+    _check(not (d.labels_from_subfolders and d.label_column),
+           "give one source of labels: data.labels_from_subfolders or data.label_column, not both")
+    _check(not (d.labels_from_subfolders and d.users_from_subfolders),
+           "labels and users cannot both come from the sub-folders: take one of them from a column "
+           "(data.label_column or data.user_column)")
+    _check(not (d.label_column and d.user_column and d.label_column == d.user_column),
+           "data.label_column and data.user_column must be different columns")
+    _check(pr.class_sizes in CLASS_SIZES, f"privacy.class_sizes must be one of {CLASS_SIZES}")
+    share = pr.class_count_share
+    _check(isinstance(share, (int, float)) and math.isfinite(share) and 0 < share < 1,
+           "privacy.class_count_share must be a number in (0, 1): the share of the budget (mu^2) spent on the "
+           "noisy class counts")
+    if pr.class_sizes == "prior":
+        prior = pr.class_prior
+        _check(isinstance(prior, dict) and len(prior) > 0,
+               "privacy.class_sizes 'prior' needs privacy.class_prior: {label: weight, ...} (public proportions)")
+        _check(all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in prior.values())
+               and sum(prior.values()) > 0,
+               "privacy.class_prior: weights must be finite numbers >= 0 with a positive sum")
+    _check(all(isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in cfg.classes.items()),
+           "classes: a mapping label -> non-empty description (quote numeric labels: \"3\": \"a dress\")")
 
 
 #: The variables each prompt template is formatted with (:class:`spti.pe.generation.TextGenerator`), and
