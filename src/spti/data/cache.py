@@ -25,7 +25,7 @@ from spti.data.io import atomic_save_npz, atomic_write_bytes, load_npz
 from spti.data.release import png_bytes
 from spti.errors import BackendError
 from spti.hashing import content_key
-from spti.log import progress
+from spti.log import logger, progress
 
 __all__ = ["FeatureCache", "RenderCache", "render_seed"]
 
@@ -41,13 +41,27 @@ class FeatureCache:
     def __init__(self, directory: str | Path | None = None, namespace: str = "features"):
         self.directory = Path(directory) / namespace if directory is not None else None
         self._mem: dict[str, np.ndarray] = {}
-        self._shards = 0
+        self._shards = 0  # the number of the next shard written
         if self.directory is not None and self.directory.is_dir():
-            for f in sorted(self.directory.glob("shard-*.npz")):
-                z = load_npz(f)
-                for k, v in zip(z["keys"], z["vectors"]):
+            for f in sorted(self.directory.glob("shard-*.npz*")):
+                self._shards = max(self._shards, _shard_number(f) + 1)
+                if f.suffix != ".npz":
+                    continue  # a shard set aside as unreadable by an earlier run
+                try:
+                    z = load_npz(f)
+                    keys, vectors = z["keys"], np.asarray(z["vectors"], dtype=np.float32)
+                    if vectors.ndim != 2 or keys.shape[0] != vectors.shape[0]:
+                        raise ValueError("keys and vectors do not match")
+                except Exception as e:  # noqa: BLE001 - any unreadable shard: recompute, never lose the run
+                    # A cache is only ever a shortcut: an unreadable shard (a disk error, a copy cut short)
+                    # is set aside and its vectors are computed again, instead of failing the whole run.
+                    aside = f.with_name(f.name + ".corrupt")
+                    f.replace(aside)
+                    logger.warning("feature cache: %s could not be read (%s); set aside as %s, its vectors "
+                                   "will be computed again", f.name, type(e).__name__, aside.name)
+                    continue
+                for k, v in zip(keys, vectors):
                     self._mem[k.decode() if isinstance(k, bytes) else str(k)] = v
-                self._shards += 1
 
     def __len__(self) -> int:
         return len(self._mem)
@@ -89,6 +103,15 @@ class FeatureCache:
         if not keys:
             return np.zeros((0, 0), dtype=np.float32)
         return np.stack([self._mem[k] for k in keys])
+
+
+def _shard_number(path: Path) -> int:
+    """NNNNNN of ``shard-NNNNNN.npz`` (or ``.npz.corrupt``); -1 for a name that does not parse."""
+    stem = path.name.split(".", 1)[0]
+    try:
+        return int(stem.removeprefix("shard-"))
+    except ValueError:
+        return -1
 
 
 def render_seed(base: int, j: int) -> int:
