@@ -43,6 +43,8 @@ the same generation settings and a re-run only pays for what changed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -87,6 +89,27 @@ BEFORE = {
 }
 
 
+#: The state at the end of session 2 (commit 833ddb7), frozen so that later prompt or default changes do not
+#: move this baseline: the demo's generation block with 64 public examples, ``sample`` selection, no
+#: threshold, no dedup. The random API's ``random_examples`` template still comes from prompts/default.yaml
+#: (GenerationConfig has no field for it): results.json records that file's hash.
+S2 = {
+    "generation": {
+        "domain": "a product photo of a single clothing item or accessory (a shirt, trouser, dress, coat, shoe, "
+                  "sandal, sneaker or bag) on a plain background",
+        "variation_mode": "fill_in", "temperature": 0.7, "max_new_tokens": 40, "min_length": 4, "max_length": 20,
+        "length_std": 2.0, "mask_prob": 0.5, "top_p": 0.95, "max_retries": 3,
+        "attributes": BEFORE["generation"]["attributes"], "tones": BEFORE["generation"]["tones"],
+        "examples_per_prompt": 3,
+        "system_prompt": BEFORE_TEMPLATES["system_prompt"], "fill_in_template": BEFORE_TEMPLATES["fill_in_template"],
+        "rephrase_template": BEFORE_TEMPLATES["rephrase_template"], "random_template": None,
+    },
+    "pe": {"keep_selected": True, "selection": "sample", "threshold": 0.0, "threshold_sigmas": 0.0, "dedup": False,
+           "lookahead": 0, "normalize": True},
+    "num_examples": 64,
+}
+
+
 def after_preset() -> dict:
     """The current code's choice: ``spti demo``'s config as it is now (its generation block on top of the
     current GenerationConfig / PEConfig defaults)."""
@@ -108,6 +131,7 @@ def after_preset() -> dict:
 #: Named variants: a base preset plus dotted overrides. Add what you want to try.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "before": ("before", {}),
+    "s2": ("s2", {}),
     "after": ("after", {}),
     "before+sample": ("before", {"pe.selection": "sample"}),
     # the random API imitates the public example captions (the captioner's style); rank selection as before
@@ -129,10 +153,13 @@ def resolve_variant(name: str) -> dict:
             over[k] = json.loads(v) if v[:1] in "0123456789-[{tf" else v
     else:
         raise SystemExit(f"unknown variant {name!r}; known: {', '.join(VARIANTS)} (or base+key=value)")
-    preset = copy.deepcopy(BEFORE if base == "before" else after_preset())
+    if base not in ("before", "s2", "after"):
+        raise SystemExit(f"unknown base {base!r}: before, s2 or after")
+    preset = copy.deepcopy(BEFORE if base == "before" else S2 if base == "s2" else after_preset())
+    preset.setdefault("run", {})  # run.iterations / run.population / run.variations override the CLI sizes
     for k, v in over.items():
         sect, key = k.split(".", 1)
-        preset[sect][key] = v
+        preset.setdefault(sect, {})[key] = v
     return preset
 
 
@@ -160,8 +187,10 @@ class CachedLLM:
     """Memoises replies per (conversation, per-conversation seed, sampling settings) in a JSONL file. Each
     conversation is sent alone with its derived seed, so a reply does not depend on its batch."""
 
-    def __init__(self, inner, path: Path, ident: str):
+    def __init__(self, inner, path: Path, ident: str, pause_while: Path | None = None):
         self.inner, self.path, self.ident = inner, path, ident
+        self.pause_while = pause_while  # while this path exists, no new LLM call starts (shared machines)
+        self.paused = 0.0
         self.memo: dict[str, str] = {}
         self.hits = self.misses = 0
         self.seconds = 0.0
@@ -181,6 +210,7 @@ class CachedLLM:
                 k = hashlib.sha256(json.dumps([self.ident, conv, s, max_new_tokens, temperature, top_p],
                                               sort_keys=True).encode()).hexdigest()
                 if k not in self.memo:
+                    self._wait()
                     t0 = time.perf_counter()
                     self.memo[k] = self.inner.generate([conv], max_new_tokens=max_new_tokens, temperature=temperature,
                                                        top_p=top_p, seed=s)[0]
@@ -192,6 +222,17 @@ class CachedLLM:
                     self.hits += 1
                 out.append(self.memo[k])
         return out
+
+
+    def _wait(self) -> None:
+        if self.pause_while is None or not self.pause_while.exists():
+            return
+        t0 = time.perf_counter()
+        print(f"[pause] {self.pause_while} exists: waiting before the next LLM call", flush=True)
+        while self.pause_while.exists():
+            time.sleep(10)
+        self.paused += time.perf_counter() - t0
+        print(f"[pause] resumed after {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -349,27 +390,62 @@ def measure_population(space: Space, p: np.ndarray, texts: list[str]) -> dict:
 
 
 def measure_votes(space: Space, p: np.ndarray, priv: np.ndarray, feats: np.ndarray, candidates: list[str],
-                  noisy: np.ndarray, top: int = 5) -> dict:
+                  noisy: np.ndarray, top: int = 5, threshold: float = 0.0, sigma: float = 0.0, n_pop: int = 40) -> dict:
     from spti.pe.histogram import nearest_candidates
+    from spti.pe.selection import threshold_counts
 
     nn = nearest_candidates(priv, feats, show_progress=False)
     clean = np.bincount(nn, minlength=len(candidates)).astype(float)
-    cand_y = space.d["pool_y"][space.retrieve(candidates)]
+    img = space.retrieve(candidates)
+    cand_y = space.d["pool_y"][img]
     vote_mix = np.bincount(cand_y, weights=clean, minlength=10)
-    noisy_mix = np.bincount(cand_y, weights=np.maximum(noisy, 0), minlength=10)
+    kept = threshold_counts(noisy, threshold)  # what selection draws from
+    noisy_mix = np.bincount(cand_y, weights=kept, minlength=10)
     order = np.argsort(-clean)
     return {
         "vote_tv": tv_mix(p, vote_mix), "noisy_vote_tv": tv_mix(p, noisy_mix),
+        # share of the selection mass on candidates that got no private vote at all (pure noise)
+        "noise_share": float(kept[clean == 0].sum() / kept.sum()) if kept.sum() > 0 else 1.0,
+        "dup_texts": len(candidates) - len(set(candidates)), "dup_imgs": len(candidates) - len(set(img.tolist())),
         "acc": float(np.mean(cand_y[nn] == space.d["priv_y"])),
         "top5": float(clean[order[:top]].sum() / clean.sum()), "voted": int((clean > 0).sum()),
         "candidates": len(candidates), "distinct_candidates": len(set(candidates)),
         "winners": [[candidates[i], int(clean[i]), int(cand_y[i])] for i in order[:top]],
+        "whatif": whatif(p, clean, cand_y, img, sigma, n_pop),
     }
+
+
+WHATIF_SIGMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
+
+
+def whatif(p: np.ndarray, clean: np.ndarray, cand_y: np.ndarray, img: np.ndarray, sigma: float, n_pop: int,
+           draws: int = 40) -> dict:
+    """One selection step replayed on this iteration's candidates and clean votes with fresh noise: the mean
+    population TV of each rule (sample / systematic) and threshold H = kσ, with all candidates ("all") and
+    with only the first candidate of each retrieved image ("img1": what deduplicating by image would do,
+    copies receive no vote anyway). Benchmark-only (it uses the clean votes); no LLM call."""
+    from spti.pe.selection import select, threshold_counts
+
+    rng = np.random.default_rng(777)
+    first = np.zeros(len(img), bool)
+    first[np.unique(img, return_index=True)[1]] = True
+    out = {}
+    for subset, mask in (("all", np.ones(len(img), bool)), ("img1", first)):
+        c, y = clean[mask], cand_y[mask]
+        for rule in ("sample", "systematic"):
+            for k in WHATIF_SIGMAS if sigma > 0 else (0.0,):
+                tvs = []
+                for _ in range(draws):
+                    noisy = c + rng.normal(0, sigma, c.shape) if sigma > 0 else c
+                    tvs.append(tv(p, y[select(threshold_counts(noisy, k * sigma), n_pop, rule, rng=rng)]))
+                out[f"{subset}/{rule}/{k:g}"] = round(float(np.mean(tvs)), 4)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- references
 def references(a, space: Space, p: np.ndarray, n_pop: int, epsilons: list[float]) -> dict:
     from spti.pe.histogram import nearest_candidates
+    from spti.pe.selection import select, threshold_counts
     from spti.privacy import PrivacyBudget
 
     rng = np.random.default_rng(12345)
@@ -380,6 +456,8 @@ def references(a, space: Space, p: np.ndarray, n_pop: int, epsilons: list[float]
         "uniform_exact": tv_mix(p, uni),
         "uniform_sample": float(np.mean([tv(p, rng.choice(pool_y, n_pop)) for _ in range(500)])),
         "ideal_sample": float(np.mean([tv(p, rng.choice(10, n_pop, p=p)) for _ in range(500)])),
+        # the same ideal sampler with systematic seats (the floor of `systematic` selection)
+        "ideal_systematic": float(np.mean([tv(p, select(p, n_pop, "systematic", rng=rng)) for _ in range(500)])),
         "pool_hist": {},
     }
     for voting, priv, cand in (("text", space.priv_text, space.pool_text), ("image", space.priv_img, space.pool_img)):
@@ -388,19 +466,21 @@ def references(a, space: Space, p: np.ndarray, n_pop: int, epsilons: list[float]
         out["pool_hist"][voting] = {"acc": float(np.mean(pool_y[nn] == space.d["priv_y"])),
                                     "vote_tv": tv_mix(p, np.bincount(pool_y, weights=clean, minlength=10))}
         for eps in epsilons:
-            # the strong baseline gets the best threshold in hindsight: counts below H = 0, 1 or 2 σ are zeroed
+            # the strong baseline gets the best threshold in hindsight (counts below H = 0, 1 or 2 σ are
+            # zeroed) and the better of the two proportional selection rules (independent draws, systematic)
             sigma = 0.0 if math.isinf(eps) else PrivacyBudget.from_epsilon(eps, 1, n).sigma
-            by_h = {}
-            for h in (0.0, 1.0, 2.0):
-                tvs = []
-                for _ in range(50):
-                    noisy = clean + rng.normal(0, sigma, clean.shape) if sigma else clean.copy()
-                    noisy[noisy < max(h * sigma, 1e-12)] = 0.0
-                    w = noisy / noisy.sum() if noisy.sum() > 0 else None
-                    tvs.append(tv(p, pool_y[rng.choice(len(clean), n_pop, p=w)]))
-                by_h[h] = float(np.mean(tvs))
-            out["pool_hist"][voting][_eps_key(eps)] = min(by_h.values())
-            out["pool_hist"][voting][f"{_eps_key(eps)}_by_threshold_sigmas"] = by_h
+            by = {}
+            for rule in ("sample", "systematic"):
+                for h in (0.0, 1.0, 2.0):
+                    tvs = []
+                    for _ in range(50):
+                        noisy = clean + rng.normal(0, sigma, clean.shape) if sigma else clean.copy()
+                        idx = select(threshold_counts(noisy, max(h * sigma, 1e-12)), n_pop, rule, rng=rng)
+                        tvs.append(tv(p, pool_y[idx]))
+                    by[f"{rule}/H={h:g}σ"] = float(np.mean(tvs))
+            out["pool_hist"][voting][_eps_key(eps)] = min(by.values())
+            out["pool_hist"][voting][f"{_eps_key(eps)}_sample"] = min(v for k, v in by.items() if k.startswith("sample"))
+            out["pool_hist"][voting][f"{_eps_key(eps)}_by_rule_and_threshold"] = by
     return out
 
 
@@ -417,11 +497,19 @@ def run_one(a, data, space: Space, llm, preset: dict, voting: str, eps: float, s
 
     p = data["p"]
     n = len(data["priv_y"])
-    pe = PEConfig(**{**preset["pe"], "iterations": a.iterations, "population": a.population,
-                     "variations": a.variations, "voting": voting})
+    sizes = run_sizes(a, preset)
+    sigma = 0.0 if math.isinf(eps) else PrivacyBudget.from_epsilon(eps, sizes["iterations"], n).sigma
+    pe_fields = {f.name for f in dataclasses.fields(PEConfig)}
+    pe_over = {k: v for k, v in preset["pe"].items() if k in pe_fields}
+    # the threshold in units of σ, applied here as the absolute H it stands for (the same thing, whether or
+    # not this engine version reads pe.threshold_sigmas itself)
+    from spti.pe.selection import effective_threshold
+
+    h = effective_threshold(PEConfig(**pe_over), sigma)
+    pe_over.update(threshold=h, **({"threshold_sigmas": 0.0} if "threshold_sigmas" in pe_fields else {}))
+    pe = PEConfig(**{**pe_over, **sizes, "voting": voting})
     k = preset["num_examples"] if a.num_examples is None else a.num_examples
     gen = GenerationConfig(**{**preset["generation"], "examples": public_examples(data, k, a.data_seed)})
-    sigma = 0.0 if math.isinf(eps) else PrivacyBudget.from_epsilon(eps, a.iterations, n).sigma
     generator = TextGenerator(llm, gen, seed=seed)
     if voting == "text":
         from spti.pe.candidates import TextCandidateEmbedder
@@ -439,16 +527,87 @@ def run_one(a, data, space: Space, llm, preset: dict, voting: str, eps: float, s
         row = {"t": r.iteration, **measure_population(space, p, r.population)}
         if r.candidates is not None and rec.last is not None:
             feats = rec.last if voting == "image" else space.text.embed_texts(r.candidates)
-            row.update(measure_votes(space, p, priv, feats, r.candidates, r.noisy_counts))
+            noisy = r.noisy_counts
+            if copies:
+                from spti.pe.dedup import drop_copy_counts
+
+                noisy = drop_copy_counts(noisy, rec.last)
+            row.update(measure_votes(space, p, priv, feats, r.candidates, noisy, threshold=h, sigma=sigma,
+                                     n_pop=pe.population))
         rows.append(row)
 
-    with tempfile.TemporaryDirectory() as tmp:
+    copies = bool(preset.get("bench", {}).get("feature_dedup", False))
+    with tempfile.TemporaryDirectory() as tmp, _dedup_hook(pe), _copy_counts_hook(rec, copies):
         PrivateEvolution(cfg=pe, generator=generator, embed_candidates=rec, private_features=priv, weights=None,
                          sigma=sigma, noise=NoiseSource(insecure_seed=1000 + seed), checkpoint_dir=tmp, seed=seed,
                          stats=Counter(), on_iteration=on_iteration).run()
     for r in rows:
         r["sigma"] = sigma
+        r["threshold"] = h
     return rows
+
+
+@contextlib.contextmanager
+def _copy_counts_hook(rec, enabled: bool):
+    """``bench.feature_dedup``: zero the noisy counts of candidates whose features copy an earlier
+    candidate's (:func:`spti.pe.dedup.drop_copy_counts`) before selection, for an engine that does not do it
+    itself: the engine thresholds right after voting, so the recorder still holds this histogram's features."""
+    import inspect
+
+    import spti.pe.engine as engine
+
+    if not enabled or "drop_copy_counts" in inspect.getsource(engine):
+        yield
+        return
+    from spti.pe.dedup import drop_copy_counts
+
+    original = engine.threshold_counts
+
+    def threshold(noisy, h):
+        if rec.last is not None and len(rec.last) == len(noisy):
+            noisy = drop_copy_counts(noisy, rec.last)
+        return original(noisy, h)
+
+    engine.threshold_counts = threshold
+    try:
+        yield
+    finally:
+        engine.threshold_counts = original
+
+
+def run_sizes(a, preset: dict) -> dict:
+    """Population, iterations and variations of a run: the CLI's, unless the variant sets ``run.*``."""
+    r = preset.get("run", {})
+    return {"iterations": int(r.get("iterations", a.iterations)), "population": int(r.get("population", a.population)),
+            "variations": int(r.get("variations", a.variations))}
+
+
+@contextlib.contextmanager
+def _dedup_hook(pe):
+    """Candidate dedup (``pe.dedup``) for an engine that does not call :mod:`spti.pe.dedup` yet: the engine
+    writes ``candidates.jsonl`` from the same list it then votes on, so deduplicating that list in place at
+    the write is what the engine's own call does. A no-op once the engine calls the module itself."""
+    import inspect
+
+    import spti.pe.engine as engine
+
+    if "dedup" in inspect.getsource(engine) or not getattr(pe, "dedup", False):
+        yield
+        return
+    from spti.pe.dedup import dedup_candidate_rows
+
+    original = engine.atomic_write_jsonl
+
+    def write(path, rows, *args, **kw):
+        if Path(path).name == "candidates.jsonl" and isinstance(rows, list):
+            rows[:] = dedup_candidate_rows(rows, pe)
+        return original(path, rows, *args, **kw)
+
+    engine.atomic_write_jsonl = write
+    try:
+        yield
+    finally:
+        engine.atomic_write_jsonl = original
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -461,7 +620,8 @@ def summarise(results: list[dict]) -> dict:
     out = {}
     for k, rows in groups.items():
         m = {}
-        for key in ("tv", "vote_tv", "noisy_vote_tv", "acc", "top5", "voted", "uniq", "imgs", "fd64"):
+        for key in ("tv", "vote_tv", "noisy_vote_tv", "acc", "top5", "voted", "uniq", "imgs", "fd64", "noise_share",
+                    "dup_texts", "dup_imgs", "candidates", "seconds"):
             vals = [x[key] for x in rows if key in x]
             if vals:
                 m[key] = (float(np.mean(vals)), float(np.std(vals)), len(vals))
@@ -473,9 +633,9 @@ def print_tables(summary: dict, refs: dict, a) -> None:
     print()
     print(f"references (population {a.population}): uniform pool TV {refs['uniform_exact']:.3f} exact, "
           f"{refs['uniform_sample']:.3f} with {a.population} draws; ideal sampler of the private mix "
-          f"{refs['ideal_sample']:.3f}")
+          f"{refs['ideal_sample']:.3f} (systematic seats {refs.get('ideal_systematic', float('nan')):.3f})")
     for v, r in refs["pool_hist"].items():
-        eps = ", ".join(f"ε={k}: {r[k]:.3f}" for k in r if k not in ("acc", "vote_tv") and "_by_" not in k)
+        eps = ", ".join(f"ε={k}: {r[k]:.3f}" for k in r if k not in ("acc", "vote_tv") and "_" not in k)
         print(f"pool-hist ({v} voting, pool images as candidates, T=1): vote accuracy {r['acc']:.3f}, clean vote "
               f"mix TV {r['vote_tv']:.3f}; population TV {eps}")
     hdr = (f"{'variant':<28}{'vote':>6}{'eps':>5}{'t':>3}{'TV':>13}{'voteTV':>8}{'noisyTV':>8}{'acc':>6}{'top5':>6}"
@@ -575,6 +735,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-examples", type=int, default=None,
                     help="public pool captions given as few-shot examples (default: the variant's; before 8, after the demo's)")
     ap.add_argument("--llm-threads", type=int, default=None)
+    ap.add_argument("--llm-cache-key", help="identity the LLM reply cache is keyed by (default: the llm config "
+                    "without n_threads; the December 2026 cache was written as '{\"backend\": \"llamacpp\", \"n_threads\": 2}')")
+    ap.add_argument("--pause-while", help="no new LLM call starts while this path exists (e.g. /work/notes/QUIET)")
     ap.add_argument("--torch-threads", type=int, default=1)
     ap.add_argument("--fake", action="store_true", help="the test fakes instead of the offline models (smoke test)")
     ap.add_argument("--winners", action="store_true", help="print the most-voted candidates of each iteration")
@@ -605,7 +768,11 @@ def main(argv: list[str] | None = None) -> int:
     from spti.models.text_embedder import build_text_embedder
 
     space = Space(data, build_text_embedder(stacks["text_embedder"]))
-    llm = CachedLLM(build_llm(stacks["llm"]), cache / "llm-replies.jsonl", json.dumps(stacks["llm"], sort_keys=True))
+    # the cache key leaves n_threads out (it changes the speed; replies are samples of the same model, prompt
+    # and seed either way) unless --llm-cache-key names another identity (e.g. an older cache's)
+    ident = a.llm_cache_key or json.dumps({k: v for k, v in stacks["llm"].items() if k != "n_threads"}, sort_keys=True)
+    llm = CachedLLM(build_llm(stacks["llm"]), cache / "llm-replies.jsonl", ident,
+                    pause_while=Path(a.pause_while) if a.pause_while else None)
     epsilons = [float(e) for e in a.epsilons.split(",")]
     refs = references(a, space, data["p"], a.population, epsilons)
     results = []
@@ -620,22 +787,30 @@ def main(argv: list[str] | None = None) -> int:
     for seed in [int(s) for s in a.seeds.split(",")]:
         for variant, voting, eps in cells:
             preset = resolve_variant(variant)
-            t0, m0 = time.perf_counter(), llm.misses
+            t0, m0, p0 = time.perf_counter(), llm.misses, llm.paused
             rows = run_one(a, data, space, llm, preset, voting, eps, seed)
-            results.append({"variant": variant, "voting": voting, "eps": _eps_key(eps), "seed": seed, "rows": rows})
+            seconds = round(time.perf_counter() - t0 - (llm.paused - p0), 1)
+            rows[-1]["seconds"] = seconds
+            results.append({"variant": variant, "voting": voting, "eps": _eps_key(eps), "seed": seed, "rows": rows,
+                            "seconds": seconds, "new_llm_replies": llm.misses - m0, "sizes": run_sizes(a, preset)})
+            with (out / "runs.jsonl").open("a", encoding="utf-8") as f:  # each run as soon as it is done
+                f.write(json.dumps(results[-1], default=float) + "\n")
             last = rows[-1]
             print(f"[run] {variant:<24} {voting:>5} eps={_eps_key(eps):>3} seed={seed}: TV t0 {rows[0]['tv']:.3f} -> "
                   f"t{last['t']} {last['tv']:.3f} (uniq {last['uniq']}, imgs {last['imgs']}); "
-                  f"{llm.misses - m0} new LLM replies, {time.perf_counter() - t0:.0f} s", flush=True)
+                  f"{llm.misses - m0} new LLM replies, {seconds:.0f} s", flush=True)
             for r in rows:
                 extra = (f" vote_tv {r['vote_tv']:.3f} noisy_vote_tv {r['noisy_vote_tv']:.3f} acc {r['acc']:.2f} "
-                         f"top5 {r['top5']:.2f} voted {r['voted']}/{r['candidates']}") if "acc" in r else ""
+                         f"top5 {r['top5']:.2f} voted {r['voted']}/{r['candidates']} noise_share "
+                         f"{r['noise_share']:.2f} dup_texts {r['dup_texts']} dup_imgs {r['dup_imgs']}") if "acc" in r else ""
                 print(f"    t{r['t']} tv {r['tv']:.3f} uniq {r['uniq']} imgs {r['imgs']} fd64 {r['fd64']:.2f} mix {r['mix']}{extra}")
                 if a.winners and "winners" in r:
                     print(f"       winners (text, votes, class): {r['winners']}")
     summary = summarise(results)
     print_tables(summary, refs, a)
+    prompts = ROOT / "src" / "spti" / "prompts" / "default.yaml"
     meta = {"args": vars(a), "private_mix": data["p"].tolist(), "llm_replies_new": llm.misses,
+            "prompts_sha256": hashlib.sha256(prompts.read_bytes()).hexdigest() if prompts.is_file() else None,
             "llm_seconds": round(llm.seconds, 1), "wall_seconds": round(time.perf_counter() - t_start, 1),
             "variants": {v: resolve_variant(v) for v in variants}}
     summary_json = [{"variant": k[0], "voting": k[1], "eps": k[2], "t": k[3], **{m: list(v) for m, v in s.items()}}

@@ -43,6 +43,11 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         "pe.voting": g("voting"),
         "data.user_column": g("user_column"),
         "data.public_pool": g("public_pool"),
+        "data.label_column": g("label_column"),
+        "privacy.class_sizes": g("class_sizes"),
+        "privacy.class_count_share": g("class_count_share"),
+        "executor.kind": g("executor"),
+        "executor.address": g("ray_address"),
     }
     if g("not_private"):
         o["privacy.not_private"] = True
@@ -52,10 +57,14 @@ def _overrides(a: argparse.Namespace) -> dict[str, Any]:
         o["allow_remote_captioner"] = True
     if g("users_from_subfolders"):
         o["data.users_from_subfolders"] = True
+    if g("labels_from_subfolders"):
+        o["data.labels_from_subfolders"] = True
     if isinstance(g("metrics"), str) and getattr(a, "command", None) == "run":
         o["evaluate.metrics"] = [m.strip() for m in g("metrics").split(",") if m.strip()]
     if g("eval_per_iteration"):
         o["evaluate.per_iteration"] = True
+    if getattr(a, "command", None) == "run":
+        o["evaluate.real_labelled"] = g("real_labelled")
     return o
 
 
@@ -89,7 +98,8 @@ def _config(a: argparse.Namespace, extra: dict[str, Any] | None = None):
 # ---------------------------------------------------------------------------- commands
 def cmd_privacy(a: argparse.Namespace) -> int:
     """ε ↔ σ for T iterations and N private units, with what the guarantee assumes about N, a warning when δ
-    is too large to mean anything, and (``--noise discrete``) the exact sampler's ε next to the continuous one."""
+    is too large to mean anything, and (``--noise discrete``) the exact sampler's ε next to the continuous one.
+    ``--labelled`` / ``--class-count-share``: the split between the histograms (σ) and the class counts (σ_c)."""
     from spti.privacy import PrivacyBudget, compare_noise, dataset_size_statement, delta_warning
 
     if a.sigma is not None and a.epsilon is not None:
@@ -102,15 +112,23 @@ def cmd_privacy(a: argparse.Namespace) -> int:
     n = a.num_private_bound if a.num_private_bound is not None else a.num_private
     kw: dict[str, Any] = dict(delta=a.delta, unit=unit, noise=a.noise or "gaussian", grid=a.grid,
                               num_private_is_bound=a.num_private_bound is not None)
+    share = getattr(a, "class_count_share", None)
+    if share is not None or getattr(a, "labelled", False):
+        kw["class_count_share"] = 0.05 if share is None else share
     if a.sigma is not None:
         b = PrivacyBudget.from_sigma(a.sigma, a.iterations, n, **kw)
     else:
         eps = 1.0 if a.epsilon is None else a.epsilon
         b = PrivacyBudget.from_epsilon(eps, a.iterations, n, **kw)
-    comparison = compare_noise(b.sigma, b.iterations, b.delta, unit=b.unit, scale=b.grid) if b.noise == "discrete" else None
+    # the comparison is of the histograms alone; with class counts the budget is their composition
+    comparison = (compare_noise(b.sigma, b.iterations, b.delta, unit=b.unit, scale=b.grid)
+                  if b.noise == "discrete" and b.class_count_sigma is None else None)
+    split = _budget_split(b)
     warning = delta_warning(b)
     if a.json:
         d = b.to_dict()
+        if split is not None:
+            d["split"] = split
         d["dataset_size"] = dataset_size_statement(b)
         d["warnings"] = [warning] if warning else []
         if comparison is not None:
@@ -118,6 +136,10 @@ def cmd_privacy(a: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
     else:
         print(b.describe())
+        if split is not None:
+            print(f"split: histograms sigma = {split['sigma']:.4g} (T = {b.iterations}, mu = {split['mu_histograms']:.4g}); "
+                  f"class counts sigma_c = {split['class_count_sigma']:.4g} (mu = {split['mu_class_counts']:.4g}, "
+                  f"{100 * split['class_count_share']:.3g}% of mu^2 = {b.mu:.4g}^2)")
         if comparison is not None:
             print(f"noise: {comparison.describe()}")
         print(f"N: {dataset_size_statement(b)}")
@@ -126,13 +148,29 @@ def cmd_privacy(a: argparse.Namespace) -> int:
     return 0
 
 
+def _budget_split(b: Any) -> dict[str, float] | None:
+    """The labelled budget's split for ``spti privacy``: σ and μ of the histograms and of the class counts."""
+    if b.class_count_sigma is None or not b.private:
+        return None
+    from spti.privacy.class_counts import count_share
+
+    return {
+        "sigma": b.sigma,
+        "class_count_sigma": b.class_count_sigma,
+        "class_count_share": count_share(b.sigma, b.iterations, b.class_count_sigma),
+        "mu_histograms": b.iterations ** 0.5 / b.sigma,
+        "mu_class_counts": 1.0 / b.class_count_sigma,
+        "mu": b.mu,
+    }
+
+
 def cmd_evolve(a: argparse.Namespace) -> int:
     from spti.pipeline import evolve_texts
 
     extra = {"data.private": a.private, "data.text_column": a.text_column, "pe.voting": "text"}
     cfg = _config(a, extra)
     if a.dry_run:
-        return _print_plan(cfg, "evolve")
+        return _print_plan(cfg, "evolve", a)
     run_dir = evolve_texts(cfg, command="evolve")  # the subcommand only: argv names the private data
     print(f"DP captions: {run_dir.release / 'dp_captions.jsonl'}")
     print(f"privacy:     {run_dir.privacy_path}")
@@ -144,7 +182,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     cfg = _config(a, {"data.private": a.data})
     if a.dry_run:
-        return _print_plan(cfg, "run")
+        return _print_plan(cfg, "run", a)
     run_dir = run(cfg, command="run")  # the subcommand only: argv names the private data
     print(f"release: {run_dir.release}")
     if (run_dir.path / "report.html").is_file():
@@ -153,13 +191,15 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_caption(a: argparse.Namespace) -> int:
+    from spti.executor import activate, make_executor
     from spti.stages import open_run
     from spti.stages.private import caption_stage, ingest_stage
 
     cfg = _config(a, {"data.private": a.data})
     run_dir = open_run(cfg, "caption")
     result = ingest_stage(run_dir, cfg)
-    caps = caption_stage(run_dir, cfg, result)
+    with make_executor(cfg) as ex, activate(ex):  # the captioner runs where the config says (local or Ray)
+        caps = caption_stage(run_dir, cfg, result, executor=ex)
     print(f"captioned {len(caps)} private images; captions are private: {run_dir.private / 'captions'}")
     return 0
 
@@ -167,17 +207,22 @@ def cmd_caption(a: argparse.Namespace) -> int:
 def cmd_render(a: argparse.Namespace) -> int:
     from spti.data.io import read_jsonl
     from spti.stages import finish_release_docs, open_run
-    from spti.stages.render import caption_provenance, mark_release_coverage, render_stage
+    from spti.stages.render import caption_provenance, caption_rows_labels, mark_release_coverage, render_stage
 
     cfg = _config(a)
-    texts = [r["text"] for r in read_jsonl(a.captions)]
+    caption_rows = read_jsonl(a.captions)
+    texts = [r["text"] for r in caption_rows]
     if not texts:
         raise SptiError(f"{a.captions}: no captions")
     run_dir = open_run(cfg, "render", post_processing=True)
     if a.renderer:
         cfg = cfg.merged({"release_renderer": {"backend": a.renderer, **({"model": a.renderer_model} if a.renderer_model else {})}})
     provenance = caption_provenance(run_dir, texts)  # before rendering: the run's own captions, or not?
-    rows = render_stage(run_dir, cfg, texts)
+    labels, label_names = caption_rows_labels(run_dir, caption_rows)  # a labelled run's captions keep their class
+    from spti.executor import activate, make_executor
+
+    with make_executor(cfg) as ex, activate(ex):  # the renderer runs where the config says (local or Ray)
+        rows = render_stage(run_dir, cfg, texts, labels=labels, label_names=label_names, executor=ex)
     finish_release_docs(run_dir, cfg)
     mark_release_coverage(run_dir, provenance)
     print(f"rendered {len(rows)} images: {run_dir.release}")
@@ -210,6 +255,13 @@ def cmd_audit(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from spti.demo import DEFAULTS, run_demo
 
+    if getattr(a, "conditional", False):
+        from spti.demo_conditional import cli_demo
+
+        return cli_demo(a)
+    for key in ("num_private", "pool_size", "population", "iterations", "variations"):  # None: not given
+        if getattr(a, key, None) is None:
+            setattr(a, key, DEFAULTS[key])
     run_dir = run_demo(
         out=a.out or "runs/demo",
         num_private=a.num_private,
@@ -221,6 +273,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
         voting=a.voting or DEFAULTS["voting"],
         seed=a.seed or 0,
         progress=not a.no_progress,
+        footwear=a.footwear,
     )
     print(f"release: {run_dir.release}")
     print(f"report:  {run_dir.path / 'report.html'}")
@@ -231,7 +284,8 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     from spti.metrics.evaluate import evaluate
 
     metrics = tuple(m.strip() for m in a.metrics.split(",") if m.strip())
-    res = evaluate(a.real, a.synthetic, metrics=metrics, out=Path(a.out) if a.out else None, max_images=a.max_images)
+    res = evaluate(a.real, a.synthetic, metrics=metrics, out=Path(a.out) if a.out else None, max_images=a.max_images,
+                   real_train=a.real_train, cnn={"epochs": a.cnn_epochs} if a.cnn_epochs else None)
     print(json.dumps(res, indent=2, default=str))
     return 0
 
@@ -248,11 +302,24 @@ def cmd_report(a: argparse.Namespace) -> int:
     return 0
 
 
-def _print_plan(cfg, command: str) -> int:
-    """``--dry-run``: print the plan of :func:`spti.stages.plan.dry_run_plan` as JSON."""
+def _print_plan(cfg, command: str, a: argparse.Namespace | None = None) -> int:
+    """``--dry-run``: print the plan of :func:`spti.stages.plan.dry_run_plan` as JSON. ``--calibrate``: each
+    configured model measured on synthetic inputs (:mod:`spti.executor.calibrate`); its table goes to stderr
+    and its numbers into the JSON under ``calibration``."""
     from spti.stages.plan import dry_run_plan
 
-    print(json.dumps(dry_run_plan(cfg, command), indent=2, default=str))
+    plan = dry_run_plan(cfg, command)
+    if getattr(a, "calibrate", False):
+        from spti.executor.calibrate import calibrate
+
+        try:
+            workers = [int(w) for w in str(a.calibrate_workers).split(",") if w.strip()]
+        except ValueError:
+            raise SptiError(f"--calibrate-workers must be integers separated by commas, got {a.calibrate_workers!r}") from None
+        cal = calibrate(cfg, plan, workers=workers, hours=a.calibrate_hours)
+        plan["calibration"] = cal.to_dict()
+        print(cal.table(), file=sys.stderr)
+    print(json.dumps(plan, indent=2, default=str))
     return 0
 
 

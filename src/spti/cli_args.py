@@ -43,6 +43,20 @@ def _add_pe(p: argparse.ArgumentParser) -> None:
     g.add_argument("--embedder-model", help="sentence-transformers model id or path")
 
 
+def _add_labels(p: argparse.ArgumentParser, *, sizes: bool) -> None:
+    g = p.add_argument_group("labels (class-conditional synthetic data)")
+    g.add_argument("--labels-from-subfolders", action="store_true",
+                   help="each image's class is its first-level sub-folder (ImageFolder: DATA/<class>/<image>)")
+    g.add_argument("--label-column", metavar="NAME",
+                   help="each image's class is this column of the listing / metadata file")
+    if sizes:
+        g.add_argument("--class-sizes", choices=("dp", "uniform", "prior"),
+                       help="captions per class: dp (default: noisy private class counts, a share of the budget), "
+                            "uniform (equal, a public prior) or prior (privacy.class_prior in the config)")
+        g.add_argument("--class-count-share", type=float, metavar="X",
+                       help="--class-sizes dp: the share of the budget (mu^2) spent on the class counts (default 0.05)")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML config; flags override it")
     p.add_argument("--out", help="run folder")
@@ -50,6 +64,23 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--dry-run", action="store_true", help="print the plan and exit")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where the model stages run: local (this process, default) or ray (Ray Data actor pools; "
+                        "config section `executor`)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="--executor ray: the cluster to join (auto: the one `ray start` started; ray://host:10001); "
+                        "default: a Ray instance started on this machine")
+
+
+def _add_calibrate(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("cost (with --dry-run)")
+    g.add_argument("--calibrate", action="store_true",
+                   help="with --dry-run: run each configured model on a small synthetic batch (never private data) "
+                        "and add device-hours and wall time per stage to the plan (a table on stderr)")
+    g.add_argument("--calibrate-workers", default="1,8", metavar="W,W",
+                   help="--calibrate: replica counts to show wall times for (default 1,8)")
+    g.add_argument("--calibrate-hours", type=float, metavar="H",
+                   help="--calibrate: the time available; shows the largest N (private records) that fits")
 
 
 def _float_or_inf(s: str) -> float:
@@ -78,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="discrete: account the exact discrete Gaussian (zCDP bound) and show its cost next to the "
                         "continuous Gaussian's epsilon")
     s.add_argument("--grid", type=int, help="discrete noise: integer vote grid (default 1 per record, 2520 per user)")
+    s.add_argument("--labelled", action="store_true",
+                   help="a labelled run with DP class sizes: split the budget between the histograms and one noisy "
+                        "count per class, and show both sigmas")
+    s.add_argument("--class-count-share", type=float,
+                   help="labelled runs: the class counts' share of the budget (mu^2), in (0, 1); default 0.05; "
+                        "implies --labelled")
     s.add_argument("--json", action="store_true")
 
     s = sub.add_parser("evolve", help="Aug-PE on a private text file (JSONL/CSV/Parquet with a text column)")
@@ -85,22 +122,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--text-column", default="text")
     s.add_argument("--user-column")
     _add_common(s), _add_budget(s), _add_pe(s)
+    _add_calibrate(s)
 
     s = sub.add_parser("run", help="the whole pipeline: private images in, DP synthetic images out")
     s.add_argument("--data", help="private images: a folder, an ImageFolder or a CSV/Parquet listing")
     s.add_argument("--voting", choices=("text", "image"))
     s.add_argument("--user-column")
     s.add_argument("--users-from-subfolders", action="store_true")
+    _add_labels(s, sizes=True)
     s.add_argument("--public-pool", help="public images for the retrieval renderer")
     s.add_argument("--allow-remote-captioner", action="store_true", help="allow sending private images to a remote captioner")
     s.add_argument("--metrics", help="evaluate the release, e.g. fid,prdc,memorization (NOT differentially private)")
     s.add_argument("--eval-per-iteration", action="store_true", help="also evaluate every PE iteration (a curve)")
+    s.add_argument("--real-labelled", help="real labelled test images for --metrics accuracy (ImageFolder or a "
+                   "metadata file with a 'label' column)")
     _add_common(s), _add_budget(s), _add_pe(s)
+    _add_calibrate(s)
 
     s = sub.add_parser("caption", help="ingest and caption the private images (resumable)")
     s.add_argument("--data", help="private images")
     s.add_argument("--user-column")
     s.add_argument("--users-from-subfolders", action="store_true")
+    _add_labels(s, sizes=False)
     s.add_argument("--allow-remote-captioner", action="store_true")
     _add_common(s)
 
@@ -114,21 +157,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out")
     from spti.demo import DEFAULTS
 
-    s.add_argument("--num-private", type=int, default=DEFAULTS["num_private"], help="private Fashion-MNIST test images")
-    s.add_argument("--pool-size", type=int, default=DEFAULTS["pool_size"], help="public train images (retrieval pool)")
-    s.add_argument("--population", type=int, default=DEFAULTS["population"])
-    s.add_argument("--iterations", type=int, default=DEFAULTS["iterations"])
-    s.add_argument("--variations", type=int, default=DEFAULTS["variations"])
+    from spti.demo_conditional import CONDITIONAL_DEFAULTS as CD
+
+    # size defaults are None here: --conditional has its own (cli.cmd_demo fills in the plain demo's)
+    s.add_argument("--num-private", type=int, help=f"private Fashion-MNIST test images (default {DEFAULTS['num_private']}; "
+                   f"--conditional: {CD['num_private']})")
+    s.add_argument("--pool-size", type=int, help=f"public train images (retrieval pool) (default {DEFAULTS['pool_size']}; "
+                   f"--conditional: {CD['pool_size']})")
+    s.add_argument("--population", type=int, help=f"default {DEFAULTS['population']}; --conditional: {CD['population']}, "
+                   "the total over the 10 classes")
+    s.add_argument("--iterations", type=int, help=f"default {DEFAULTS['iterations']}; --conditional: {CD['iterations']}")
+    s.add_argument("--variations", type=int, help=f"default {DEFAULTS['variations']}; --conditional: {CD['variations']}")
+    s.add_argument("--conditional", action="store_true",
+                   help="class-conditional demo (issue 12): labelled private ImageFolder, DP class sizes, prints the "
+                   "accuracy of classifiers trained on the release next to the real-data ceiling and chance")
+    s.add_argument("--num-eval", type=int, help=f"--conditional: held-out labelled test images the accuracy is "
+                   f"measured on (default {CD['num_eval']})")
+    s.add_argument("--images-per-caption", type=int, help=f"--conditional: release images per DP caption (its "
+                   f"nearest pool images; default {CD['images_per_caption']})")
+    s.add_argument("--no-cnn", action="store_true", help="--conditional: only the linear probe, not the small CNN")
     s.add_argument("--epsilon", type=float)
-    s.add_argument("--voting", choices=("text", "image"))
+    s.add_argument("--voting", choices=("text", "image"), help="image (default) or text: the demo prints why")
+    s.add_argument("--footwear", type=float, default=DEFAULTS["footwear"],
+                   help="the private shoe shop's share of sandals, sneakers and ankle boots (0.3: balanced)")
     s.add_argument("--seed", type=int)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("-v", "--verbose", action="store_true")
 
-    s = sub.add_parser("evaluate", help="FID and friends (NOT differentially private: do not publish)")
-    s.add_argument("--real", required=True)
+    s = sub.add_parser("evaluate", help="FID, accuracy and friends (NOT differentially private: do not publish)")
+    s.add_argument("--real", required=True, help="real images (for accuracy: labelled, an ImageFolder or a "
+                   "metadata file with a 'label' column; split in halves for the ceiling without --real-train)")
     s.add_argument("--synthetic", required=True)
-    s.add_argument("--metrics", default="fd-efficientnet,prdc,memorization")
+    s.add_argument("--metrics", default="fd-efficientnet,prdc,memorization",
+                   help="comma-separated: fid, fd-dinov2, fd-clip, fd-efficientnet, prdc, memorization, clip-score, "
+                   "accuracy (= accuracy-linear + accuracy-cnn)")
+    s.add_argument("--real-train", help="accuracy: real labelled training images for the ceiling (default: half of --real)")
+    s.add_argument("--cnn-epochs", type=int, help="accuracy-cnn: training epochs (default 10)")
     s.add_argument("--out", help="write metrics.json here")
     s.add_argument("--max-images", type=int)
     s.add_argument("-v", "--verbose", action="store_true")

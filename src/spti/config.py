@@ -18,7 +18,7 @@ import yaml
 from spti.errors import ConfigError
 
 VOTING = ("text", "image")
-SELECTION = ("rank", "sample")
+SELECTION = ("rank", "sample", "systematic")
 VARIATION_MODES = ("fill_in", "rephrase", "mixed")
 UNITS = ("record", "user")
 
@@ -117,10 +117,18 @@ class PEConfig:
     # the rest with unvoted candidates: measured worse on benchmarks/bench_quality.py (docs/QUALITY.md)
     selection: str = "sample"
     threshold: float = 0.0
+    # H in units of the histogram's noise σ (H = max(threshold, threshold_sigmas·σ), spti.pe.selection):
+    # the same share of pure-noise candidates survives at every ε
+    threshold_sigmas: float = 0.0
+    # drop exact duplicate (label, text) candidates before voting (spti.pe.dedup): a copy gets no vote
+    # (ties go to the first) but still gets noise
+    dedup: bool = True
     lookahead: int = 0  # 0: vote against the candidate itself; L: against the mean of L variations/renders
     voting: str = "text"
     chunk_size: int = 4096
-    nn_backend: str = "auto"  # "numpy", "faiss" or "auto"
+    # "auto" (numpy), "numpy", "faiss", "torch" (GPU when available; "torch:cuda:1" picks the device) or
+    # "ray" (private rows sharded over a Ray cluster's workers; "ray:torch" sets the workers' backend)
+    nn_backend: str = "auto"
     normalize: bool = True
 
 
@@ -139,6 +147,29 @@ class EvaluateConfig:
     # The non-private caption ceiling (text voting): render a sample of the PRIVATE captions with the release
     # renderer and report their metrics next to the release's (private/ceiling/, NOT differentially private).
     ceiling: bool = False
+    # accuracy metrics (labelled runs): the real labelled test set (ImageFolder, or a listing / metadata file
+    # with a 'label' column), split in halves for the real-data ceiling unless real_train names its training
+    # set; accuracy_on_private: train/test on the run's PRIVATE images instead (only on request, NOT DP)
+    real_labelled: str | None = None
+    real_train: str | None = None
+    accuracy_on_private: bool = False
+
+
+@dataclass
+class ExecutorConfig:
+    """Where the model stages run (:mod:`spti.executor`): ``local`` (this process, the default) or ``ray``
+    (Ray Data actor pools, one model replica per GPU or CPU slot). Operational only: the outputs are the same
+    bytes on either, so none of this goes into a cache key."""
+
+    kind: str = "local"
+    address: str | None = None  # ray: None starts a local Ray; "auto" joins `ray start`; "ray://host:10001"
+    workers: int | None = None  # replicas per model stage; None: one per GPU (gpus_per_replica > 0) or CPU slot
+    cpus_per_replica: float = 1.0  # fractional is fine (0.5 on a 2-core machine)
+    gpus_per_replica: float = 0.0
+    batch_size: int | None = None  # items per task; None: the backend's batch_size x batches_per_task
+    batches_per_task: int = 1
+    # per-role overrides, e.g. {"renderer": {"gpus_per_replica": 1, "workers": 8}, "text_embedder": {...}}
+    roles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -163,8 +194,10 @@ class Config:
     image_embedder: dict[str, Any] = field(default_factory=lambda: {"backend": "efficientnet-lite0"})
     release_renderer: dict[str, Any] | None = None  # None: the release reuses the loop's renderer
     # labelled runs: label -> class description used in the prompts (default: the label name), e.g.
-    # {"3": "a photo of a dress"}; only labels present in the data are used
+    # {"3": "a photo of a dress"}; a label named here that has no private image is still a class, so
+    # the class list can be fixed publicly instead of being read off the private data
     classes: dict[str, str] = field(default_factory=dict)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)  # where model stages run (spti.executor)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -227,9 +260,14 @@ class Config:
         _check(pe.selection in SELECTION, f"pe.selection must be one of {SELECTION}")
         _check(pe.voting in VOTING, f"pe.voting must be one of {VOTING}")
         _check(math.isfinite(pe.threshold) and pe.threshold >= 0, "pe.threshold must be a finite number >= 0")
+        _check(math.isfinite(pe.threshold_sigmas) and pe.threshold_sigmas >= 0,
+               "pe.threshold_sigmas must be a finite number >= 0")
         _check(pe.lookahead >= 0, "pe.lookahead must be >= 0")
         _check(pe.chunk_size >= 1, "pe.chunk_size must be >= 1")
-        _check(pe.nn_backend in ("auto", "numpy", "faiss"), "pe.nn_backend must be auto, numpy or faiss")
+        _check(isinstance(pe.nn_backend, str) and pe.nn_backend.split(":")[0] in ("auto", "numpy", "faiss", "torch", "ray")
+               and (":" not in pe.nn_backend or pe.nn_backend.split(":")[0] in ("torch", "ray")),
+               "pe.nn_backend must be auto, numpy, faiss, torch (or torch:<device>, e.g. torch:cuda:1) or ray "
+               "(or ray:<numpy|faiss|torch>)")
         _check(gen.variation_mode in VARIATION_MODES, f"generation.variation_mode must be one of {VARIATION_MODES}")
         _check(0.0 <= gen.mask_prob <= 1.0, "generation.mask_prob must be in [0, 1]")
         _check(gen.min_length >= 1, "generation.min_length must be >= 1")
@@ -258,6 +296,14 @@ class Config:
             )
         _check_privacy_extras(pr)
         _check_labels(self)
+        ex = self.executor
+        _check(ex.kind in ("local", "ray"), "executor.kind must be local or ray")
+        _check(ex.workers is None or ex.workers >= 1, "executor.workers must be >= 1 (or null: one per GPU/CPU slot)")
+        _check(ex.cpus_per_replica > 0 and ex.gpus_per_replica >= 0,
+               "executor.cpus_per_replica must be > 0 and executor.gpus_per_replica >= 0")
+        _check((ex.batch_size is None or ex.batch_size >= 1) and ex.batches_per_task >= 1,
+               "executor.batch_size and executor.batches_per_task must be >= 1")
+        _check_accuracy(self, need_private)
         if need_private:
             _check(bool(self.data.private), "data.private: the private data to use is required")
         for role in ("llm", "text_embedder", "captioner", "renderer", "image_embedder"):
@@ -272,6 +318,26 @@ CLASS_SIZES = ("dp", "uniform", "prior")
 def labelled(cfg: Config) -> bool:
     """Whether a run is class-conditional (its private data carries labels)."""
     return bool(cfg.data.labels_from_subfolders or cfg.data.label_column)
+
+
+def _check_accuracy(cfg: Config, need_private: bool) -> None:
+    """The accuracy metrics need a labelled run and a real labelled test set (or the explicit opt-in to
+    the private images); checked before hours of generation, not at the end."""
+    ev = cfg.evaluate
+    for key in ("real_labelled", "real_train"):
+        v = getattr(ev, key)
+        _check(v is None or (isinstance(v, str) and v.strip() != ""), f"evaluate.{key} must be a path")
+        if need_private and v is not None:
+            _check(Path(v).exists(), f"evaluate.{key}: {v} does not exist")
+    _check(isinstance(ev.accuracy_on_private, bool), "evaluate.accuracy_on_private must be true or false")
+    if not any(m in ("accuracy", "accuracy-linear", "accuracy-cnn") for m in ev.metrics):
+        return
+    _check(labelled(cfg), "evaluate.metrics 'accuracy' needs a labelled run (data.labels_from_subfolders or "
+           "data.label_column): the synthetic images get their class labels from it")
+    _check(bool(ev.real_labelled) or ev.accuracy_on_private,
+           "evaluate.metrics 'accuracy' needs evaluate.real_labelled: real labelled test images (an ImageFolder "
+           "or a metadata file with a 'label' column), or evaluate.accuracy_on_private: true to use the run's "
+           "private images (NOT differentially private)")
 
 
 def _check_labels(cfg: Config) -> None:
@@ -301,10 +367,11 @@ def _check_labels(cfg: Config) -> None:
 
 #: The variables each prompt template is formatted with (:class:`spti.pe.generation.TextGenerator`), and
 #: the one each variation template must use (without it the LLM never sees the parent caption).
+# {class}: the class description in labelled runs (the domain in unlabelled ones), spti.pe.generation
 TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
-    "random_template": ("domain", "tone", "focus", "length", "examples", "example_lines"),  # + generation.attributes' keys
-    "fill_in_template": ("domain", "length", "masked", "tone"),
-    "rephrase_template": ("domain", "length", "text", "tone"),
+    "random_template": ("domain", "class", "tone", "focus", "length", "examples", "example_lines"),  # + generation.attributes' keys
+    "fill_in_template": ("domain", "class", "length", "masked", "tone"),
+    "rephrase_template": ("domain", "class", "length", "text", "tone"),
 }
 REQUIRED_TEMPLATE_FIELDS = {"fill_in_template": "masked", "rephrase_template": "text"}
 

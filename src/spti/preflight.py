@@ -27,6 +27,7 @@ __all__ = ["check_backends", "needed_backends", "preflight"]
 #: (role, backend) whose ``model`` is a Hugging Face hub id or a local path (checked both ways).
 _HUB_MODELS = frozenset({
     ("llm", "hf"), ("llm", "vllm"), ("text_embedder", "sentence-transformers"), ("captioner", "hf"),
+    ("captioner", "vllm"),
     ("renderer", "diffusers"), ("image_embedder", "dinov2"), ("image_embedder", "clip"),
 })
 #: (role, backend) whose ``model`` may be a local path, checked only for existence (their other forms —
@@ -156,6 +157,7 @@ def check_backends(cfg: Config, command: str = "run") -> list[str]:
                 problems.append(f"{label} (retrieval): no public pool: set data.public_pool (--public-pool) or {label}.pool")
             elif not Path(str(pool)).expanduser().is_dir():
                 problems.append(f"{label} (retrieval): public pool folder {str(pool)!r} does not exist or is not a folder")
+    problems.extend(_package_problems(cfg))
     if command != "evolve" and cfg.pe.voting == "text":
         try:  # a remote captioner without the explicit opt-in
             from spti.stages.private import captioner_config
@@ -165,6 +167,27 @@ def check_backends(cfg: Config, command: str = "run") -> list[str]:
             if not any(p.startswith("captioner:") for p in problems):
                 problems.append(str(e))
     return list(dict.fromkeys(problems))
+
+
+#: Optional packages a setting needs, and the extra that installs them.
+_VOTING_PACKAGES = {"faiss": ("faiss", "faiss"), "torch": ("torch", "hf"), "ray": ("ray", "ray")}
+
+
+def _package_problems(cfg: Config) -> list[str]:
+    """Optional packages the voting backend or the executor needs: a missing one would otherwise fail at
+    the first vote (after the LLM has run) or when the first model stage starts."""
+    import importlib.util
+
+    problems = []
+    kinds = [(f"pe.nn_backend {cfg.pe.nn_backend!r}", part) for part in cfg.pe.nn_backend.split(":")[:2]
+             if part in _VOTING_PACKAGES]
+    if cfg.executor.kind == "ray":
+        kinds.append(("executor.kind 'ray'", "ray"))
+    for label, kind in kinds:
+        module, extra = _VOTING_PACKAGES[kind]
+        if importlib.util.find_spec(module) is None:
+            problems.append(f"{label} needs the {module} package: pip install 'spti[{extra}]'")
+    return problems
 
 
 def preflight(cfg: Config, command: str = "run") -> None:

@@ -45,7 +45,7 @@ def test_privacy_command_does_not_import_heavy_libraries():
     code = (
         "import sys; from spti.cli import main; "
         "main(['privacy','--epsilon','1','--iterations','10','--num-private','300000']); "
-        "heavy=[m for m in ('torch','transformers','diffusers','timm','sentence_transformers','llama_cpp') if m in sys.modules]; "
+        "heavy=[m for m in ('torch','transformers','diffusers','timm','sentence_transformers','llama_cpp','ray') if m in sys.modules]; "
         "print('HEAVY', heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

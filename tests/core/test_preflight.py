@@ -133,3 +133,19 @@ def test_dry_run_reports_backend_problems(tmp_path, capsys):
     assert main(["run", "--config", str(p), "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["private"]["rows"] == 12
     assert not (tmp_path / "run").exists()
+
+
+def test_a_missing_optional_package_for_voting_or_executor_is_named(tmp_path, monkeypatch):
+    """pe.nn_backend torch/ray/faiss and executor.kind ray need optional packages: a missing one is found
+    before the LLM runs, not at the first vote."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a, **k: None if name in ("ray", "faiss") else real(name, *a, **k))
+    cfg = Config.from_dict(_cfg(tmp_path, pe={"nn_backend": "ray:faiss"}, executor={"kind": "ray"}))
+    problems = check_backends(cfg)
+    assert any("needs the ray package" in p and "spti[ray]" in p for p in problems)
+    assert any("needs the faiss package" in p and "spti[faiss]" in p for p in problems)
+    ok = Config.from_dict(_cfg(tmp_path, pe={"nn_backend": "numpy"}))
+    assert not [p for p in check_backends(ok) if "package" in p]

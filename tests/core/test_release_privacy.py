@@ -55,7 +55,7 @@ def _walk(obj: Any) -> Iterator[Any]:
         yield obj
 
 
-_INT_IN_TEXT = re.compile(r"(?<![\w.])(\d+)(?![\w.])")  # a whole number: not part of 1.13.0, a0f3, 00011
+_INT_IN_TEXT = re.compile(r"(?<![\w.:])(\d+)(?![\w.:])")  # a whole number: not part of 1.13.0, a0f3, 00011, 18:34:29
 
 
 def _numbers(obj: Any) -> set[int]:

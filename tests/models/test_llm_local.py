@@ -321,6 +321,48 @@ def test_llamacpp_prompt_prefix_reuse_option(tiny_gguf):
         llm.close()
 
 
+def test_llamacpp_auto_threads_follow_the_free_cores(tiny_gguf, monkeypatch):
+    """``n_threads: auto`` (the default): before each reply as many threads as FreeCores says fit, applied
+    with llama_set_n_threads only when the count changes; the thread count never changes a reply."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from spti.models.llm import llamacpp as mod
+
+    answers = iter([2, 1, 1, 2, 2, 2])  # at load, then one per reply
+
+    class FakeFree:
+        def __init__(self, max_threads: int, **kw):
+            self.max_threads, self.others = max_threads, 0.0
+
+        def threads(self, *, force: bool = False) -> int:
+            return min(next(answers), self.max_threads)
+
+    real, calls = llama_cpp.llama_set_n_threads, []
+    monkeypatch.setattr(mod, "FreeCores", FakeFree)
+    monkeypatch.setattr(mod, "_default_threads", lambda: 2)
+    monkeypatch.setattr(llama_cpp, "llama_set_n_threads", lambda ctx, n, nb: (calls.append((n, nb)), real(ctx, n, nb)))
+    llm = build_llm({"backend": "llamacpp", "model": str(tiny_gguf), "n_ctx": 256})
+    try:
+        out = llm.generate([SHORT, SHORT, SHORT], max_new_tokens=6, temperature=0)
+        assert calls == [(1, 1), (2, 2)] and llm.threads_used == {1: 2, 2: 1}
+        assert out[0] == out[1] == out[2]
+        info = llm.info()
+        assert info["n_threads"] == "auto" and info["max_threads"] == 2
+    finally:
+        llm.close()
+    fixed = build_llm({"backend": "llamacpp", "model": str(tiny_gguf), "n_ctx": 256, "n_threads": 1})
+    try:
+        assert fixed.generate([SHORT], max_new_tokens=6, temperature=0) == out[:1]
+        assert fixed.info()["n_threads"] == 1 and len(calls) == 2  # a fixed count is never changed
+    finally:
+        fixed.close()
+
+
+@pytest.mark.parametrize("bad", ["many", 0, True, 1.5])
+def test_llamacpp_bad_n_threads_is_a_config_error(bad):
+    with pytest.raises(ConfigError, match="n_threads"):
+        build_llm({"backend": "llamacpp", "n_threads": bad})
+
+
 def test_llamacpp_and_transformers_agree_on_the_same_gguf(tiny_gguf):
     """Greedy replies of llama.cpp and transformers' GGUF loader match: both read the file correctly
     (e.g. the q/k permutation). Transformers shows incomplete UTF-8 bytes as U+FFFD; llama-cpp-python

@@ -148,6 +148,9 @@ class RenderCache:
             if not p.is_file() and p not in seen:
                 todo.append((t, s))
                 seen.add(p)
+        if _remote(self.renderer):
+            self._render_remote(todo, desc)
+            return [self.path(t, s) for t, s in pairs]
         for b in progress(range(0, len(todo), batch_size), desc=desc, total=math.ceil(len(todo) / batch_size) if todo else 0):
             chunk = todo[b : b + batch_size]
             images = self.renderer.render([t for t, _ in chunk], [s for _, s in chunk])
@@ -160,3 +163,37 @@ class RenderCache:
             for (t, s), img in zip(chunk, images, strict=True):
                 atomic_write_bytes(self.path(t, s), png_bytes(img))
         return [self.path(t, s) for t, s in pairs]
+
+    def missing(self, pairs: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+        """The distinct ``(text, seed)`` pairs of ``pairs`` whose render is not cached yet, in order."""
+        todo, seen = [], set()
+        for t, s in pairs:
+            p = self.path(t, s)
+            if not p.is_file() and p not in seen:
+                todo.append((t, s))
+                seen.add(p)
+        return todo
+
+    def store(self, pair: tuple[str, int], png: bytes) -> Path:
+        """Write one render's PNG bytes (what a renderer step of :mod:`spti.executor` returns: exactly
+        ``png_bytes(image)``, what :meth:`get_paths` writes) into the cache; returns its path."""
+        p = self.path(*pair)
+        atomic_write_bytes(p, png)
+        return p
+
+    def _render_remote(self, todo: list[tuple[str, int]], desc: str) -> None:
+        """Render ``todo`` on the renderer's executor (a Ray cluster): tasks of the replicas' batch size, each
+        task's PNGs written as soon as it is back, so an interrupted stage keeps every finished render."""
+        from spti.executor import step_for
+
+        ex, step = step_for("renderer", self.renderer, name=desc)
+        for r, pngs in ex.stream(step, todo, desc=desc):
+            self.stats[self.stage_counter] += len(r)
+            for k, png in zip(r, pngs, strict=True):
+                self.store(todo[k], png)
+
+
+def _remote(backend: Any) -> bool:
+    from spti.executor import is_remote
+
+    return is_remote(backend)

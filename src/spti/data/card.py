@@ -11,6 +11,12 @@ of public settings. The number of images and captions is a count of DP output (p
 from the ledger, which publishes it by its stated assumption. Nothing else about the private data.
 When the run is not private (insecure noise seed, ``not_private``, over budget, no ledger), the card says so
 before anything else, in its first line.
+
+A labelled release (``labels.json``) gets a "Labels" section: the classes and their descriptions (public by
+the run's stated assumption), the number of images per class (counted in the release: DP output), and how the
+class sizes were chosen — a DP estimate (noisy counts, a share of the budget, composed in the ledger) or a
+public prior — read from the ledger's budget and the public config (``privacy.class_sizes``). Never the
+private per-class counts, which the release does not hold.
 """
 
 from __future__ import annotations
@@ -68,7 +74,69 @@ def privacy_status(ledger: Any, manifest: Any) -> tuple[bool, str]:
     return True, guarantee
 
 
-def card_front_matter(ledger: Any, manifest: Any, *, n_images: int, n_captions: int) -> dict[str, Any]:
+def class_sizes_method(ledger: Any, manifest: Any) -> str | None:
+    """How a labelled run chose its class sizes: "dp", "uniform", "prior", or None when neither the public
+    config (``privacy.class_sizes``) nor the ledger's budget (a class-count σ: DP counts) says."""
+    method = _m(_m(manifest, "config"), "privacy").get("class_sizes")
+    if isinstance(method, str):
+        return method
+    if _m(ledger, "budget").get("class_count_sigma") is not None:
+        return "dp"
+    return None
+
+
+def class_sizes_sentence(ledger: Any, manifest: Any) -> str:
+    """The card's sentence on how the number of synthetic images per class was chosen."""
+    method = class_sizes_method(ledger, manifest)
+    pr = _m(_m(manifest, "config"), "privacy")
+    if method == "dp":
+        sigma_c = _m(ledger, "budget").get("class_count_sigma")
+        share = pr.get("class_count_share")
+        how = []
+        if isinstance(share, (int, float)) and not isinstance(share, bool):
+            how.append(f"{share * 100:g} % of the budget's μ²")
+        if sigma_c is not None:
+            how.append(f"noise σ_c = {_exact(sigma_c)}")
+        return ("from a differentially private estimate of the private class sizes: one noisy count per class"
+                + (f" ({', '.join(how)})" if how else "") + ", composed with the PE histograms in privacy.json, "
+                "then rounded to the population (post-processing). The exact private class sizes were never used.")
+    if method == "uniform":
+        return ("equal shares: a public prior that does not depend on the private data (no budget is spent on it). "
+                "The private class sizes were not used.")
+    if method == "prior":
+        prior = pr.get("class_prior")
+        stated = (" (" + ", ".join(f"{k}: {_exact(v)}" for k, v in prior.items()) + ")") if isinstance(prior, Mapping) else ""
+        return ("in the public proportions the user stated" + stated + ": a public prior that does not depend on "
+                "the private data (no budget is spent on it). The private class sizes were not used.")
+    return "not stated by the ledger or the public configuration."
+
+
+def _labels_section(ledger: Any, manifest: Any, labels: Mapping[str, Any]) -> list[str]:
+    names = [str(n) for n in labels.get("names") or []]
+    descriptions = [str(d) for d in labels.get("descriptions") or names]
+    images = labels.get("images")
+    out = ["## Labels", "",
+           f"This release is labelled: {len(names)} classes. Each image's class name is in the `label` column of "
+           "metadata.jsonl (and each DP caption's in dp_captions.jsonl when present); labels.json lists the class "
+           "names and the descriptions the prompts used. Each class had its own synthetic population, generated "
+           "from its description, and only private records of that class voted for it.", "",
+           "The number of synthetic captions per class was chosen " + class_sizes_sentence(ledger, manifest), ""]
+    header = "| class | description |" + (" images |" if isinstance(images, list) else "")
+    out += [header, "|---|---|" + ("---|" if isinstance(images, list) else "")]
+
+    def cell(v: str) -> str:
+        return " ".join(v.split()).replace("|", "/").replace("`", "'")
+
+    for i, (n, d) in enumerate(zip(names, descriptions, strict=False)):
+        row = f"| {cell(n)} | {cell(d)} |"
+        if isinstance(images, list) and i < len(images):
+            row += f" {images[i]} |"
+        out.append(row)
+    return out + [""]
+
+
+def card_front_matter(ledger: Any, manifest: Any, *, n_images: int, n_captions: int,
+                      labels: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The card's YAML header: the Hub's own fields, and ``differential_privacy`` stating ε and δ exactly as
     privacy.json's budget does (a tool can read the guarantee without parsing the text)."""
     budget = _m(ledger, "budget")
@@ -90,6 +158,10 @@ def card_front_matter(ledger: Any, manifest: Any, *, n_images: int, n_captions: 
         if isinstance(ledger.get("guarantee"), str):
             dp["guarantee"] = ledger["guarantee"]
     tasks = ["text-to-image", "image-to-text"] if n_images else ["text-generation"]
+    if labels is not None:
+        if n_images:
+            tasks.append("image-classification")
+        dp["class_sizes"] = class_sizes_method(ledger, manifest) or "unknown"
     return {
         "pretty_name": name,
         "task_categories": tasks,
@@ -114,8 +186,11 @@ def _models_table(manifest: Any) -> str:
     return "\n".join(rows) + "\n"
 
 
-def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions: int) -> str:
-    """The text of ``release/README.md`` (see the module docstring for what it may use)."""
+def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions: int,
+                       labels: Mapping[str, Any] | None = None) -> str:
+    """The text of ``release/README.md`` (see the module docstring for what it may use). ``labels``: a
+    labelled release's ``labels.json`` (names, descriptions) and, optionally, ``images``: the number of
+    release images per class (counted in metadata.jsonl)."""
     import yaml
 
     budget = _m(ledger, "budget")
@@ -124,7 +199,7 @@ def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions:
     pe, gen, render = _m(config, "pe"), _m(config, "generation"), _m(config, "render")
     unit = budget.get("unit") or "record"
     eps, delta = budget.get("epsilon"), budget.get("delta")
-    header = yaml.safe_dump(card_front_matter(ledger, manifest, n_images=n_images, n_captions=n_captions),
+    header = yaml.safe_dump(card_front_matter(ledger, manifest, n_images=n_images, n_captions=n_captions, labels=labels),
                             sort_keys=False, allow_unicode=True)
     out: list[str] = ["---", header.rstrip("\n"), "---", ""]
     if not covered:
@@ -171,6 +246,8 @@ def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions:
     n_text = ledger.get("dataset_size") if isinstance(ledger, Mapping) else None
     if isinstance(n_text, str):
         out += [f"N, the number of private {unit}s: {n_text}", ""]
+    if labels is not None:
+        out += _labels_section(ledger, manifest, labels)
 
     # -- the statement in plain words
     out += ["## The privacy statement in plain words", ""]
@@ -203,6 +280,11 @@ def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions:
         "**The run folder** this release came from (its log, metrics, report, manifest and private/ folder) is "
         "NOT differentially private and must not be published with it.",
     ]
+    if labels is not None:
+        nots.append("**The label set.** The class names and descriptions are public inputs the user supplied (the "
+                    "run states this as a trust assumption); the release publishes them. How many private "
+                    f"{unit}s each class holds is not published: the class sizes here are "
+                    + ("a DP estimate." if class_sizes_method(ledger, manifest) == "dp" else "a public prior."))
     trust = [t for t in (ledger.get("trust_assumptions") or []) if isinstance(t, str)] if isinstance(ledger, Mapping) else []
     nots += [f"Trust assumption: {t}" for t in trust]
     warns = [w for w in (ledger.get("warnings") or []) if isinstance(w, str)] if isinstance(ledger, Mapping) else []
@@ -214,6 +296,8 @@ def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions:
     if n_images:
         out += ['ds = load_dataset("imagefolder", data_dir="path/to/release", split="train")',
                 'ds[0]["image"], ds[0]["text"]  # a PIL image and the DP caption it was rendered from']
+        if labels is not None:
+            out += ['ds[0]["label"]  # its class name (labels.json: the classes, in class-index order)']
     else:
         out += ['ds = load_dataset("json", data_files="path/to/release/dp_captions.jsonl", split="train")']
     out += ["```", "", "## How to upload it", "",
@@ -227,7 +311,10 @@ def build_dataset_card(ledger: Any, manifest: Any, *, n_images: int, n_captions:
     files = [("dp_captions.jsonl", "the DP captions, one `{\"text\": ...}` per line")]
     if n_images:
         files += [("images/*.png", "the synthetic images"),
-                  ("metadata.jsonl", "`{\"file_name\", \"text\"}`: each image's caption (ImageFolder metadata)")]
+                  ("metadata.jsonl", "`{\"file_name\", \"text\", \"label\"}`: each image's caption and class (ImageFolder metadata)"
+                   if labels is not None else "`{\"file_name\", \"text\"}`: each image's caption (ImageFolder metadata)")]
+    if labels is not None:
+        files += [("labels.json", "`{\"names\", \"descriptions\"}`: the classes and their descriptions")]
     files += [("privacy.json", "the privacy ledger: budget, mechanisms, accounting, assumptions"),
               ("manifest.json", "versions, models and the public settings of the run"),
               ("README.md", "this card")]

@@ -24,7 +24,17 @@ Privacy rules followed here: file names and contents are private. Log messages a
 :meth:`IngestResult.summary` carry counts only; per-file reasons go to ``private_dir/skipped.jsonl``;
 exception messages name the source folder or a record id, never a file inside the collection.
 
+Labels (class-conditional runs, :mod:`spti.data.labels`): ``labels_from_subfolders`` takes each image's class
+from its first-level sub-folder (``<folder>/<class>/<image>``), ``label_column`` from a column of the
+listing / metadata file; they combine with either source of user ids (not the same one). A labelled
+ingestion refuses, with an error, images that have no label or an empty one: silently dropping them would
+change the class sizes behind the user's back, and guessing a class is worse. The label is saved with each
+record in ``private/ingest.jsonl`` (private, like the rest of the file) so that a resumed run keeps it.
+
 Duplicates (same sha256 of the file bytes) are counted once, keeping the first by sorted relative path.
+That also holds across classes: the same image filed under two classes is kept once, with the label of its
+first copy by sorted path (a warning says that this happened, not how often), so a record never votes twice
+and each record has exactly one class.
 With user ids (user-level DP) files are deduplicated *within each user only*: deduplicating across users
 would make one user's presence change which images another user contributes (drop user A and user B's
 copy, previously removed as A's duplicate, reappears), so two users would change between neighbouring
@@ -48,6 +58,7 @@ from PIL import Image
 from spti._threads import DaemonThreadPool
 from spti.data.decode import (
     DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
     SKIP_REASONS,
     UnusableImageError,
     check_max_pixels,
@@ -83,7 +94,8 @@ class ImageRecord:
     collection and, unlike a content hash, reveals nothing about the image when it appears in a log or an
     error message. ``width``/``height`` are after EXIF orientation. ``rel`` is the path relative to the
     source (or as written in the listing) and is the sort key; ``metadata`` holds the listing's other
-    columns (private, like everything here).
+    columns (private, like everything here). ``label``: the image's class name in a labelled ingestion
+    (None otherwise; written to ``ingest.jsonl`` only when set, so unlabelled runs keep their format).
     """
 
     id: str
@@ -94,9 +106,10 @@ class ImageRecord:
     height: int
     rel: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    label: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.id,
             "path": str(self.path),
             "rel": self.rel,
@@ -106,11 +119,15 @@ class ImageRecord:
             "height": self.height,
             "metadata": dict(self.metadata),
         }
+        if self.label is not None:
+            out["label"] = self.label
+        return out
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> ImageRecord:
         try:
             user = obj.get("user_id")
+            label = obj.get("label")
             return cls(
                 id=str(obj["id"]),
                 path=Path(obj["path"]),
@@ -120,6 +137,7 @@ class ImageRecord:
                 height=int(obj["height"]),
                 rel=str(obj.get("rel", "")),
                 metadata=dict(obj.get("metadata") or {}),
+                label=None if label is None else str(label),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"ingestion record is missing or has a malformed field: {e}") from None
@@ -153,6 +171,11 @@ class IngestResult:
             "users": self.num_users,
             "skip_reasons": {r: reasons[r] for r in sorted(reasons)},
         }
+
+    @property
+    def labelled(self) -> bool:
+        """Whether every record carries a label (a labelled ingestion)."""
+        return bool(self.records) and all(r.label is not None for r in self.records)
 
     def save(self, private_dir: str | os.PathLike[str]) -> None:
         """Write ``skipped.jsonl`` then ``ingest.jsonl`` atomically. ``ingest.jsonl`` is written last
@@ -260,6 +283,8 @@ def ingest(
     private_dir: str | os.PathLike[str] | None = None,
     user_column: str | None = None,
     users_from_subfolders: bool = False,
+    label_column: str | None = None,
+    labels_from_subfolders: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     workers: int = 4,
     progress: bool = True,
@@ -269,6 +294,9 @@ def ingest(
 
     ``user_column`` (a metadata/listing column) or ``users_from_subfolders`` (first-level folder name)
     give each image a user id for user-level DP; an image without one is skipped ("missing_user").
+    ``label_column`` or ``labels_from_subfolders`` give each image a class label (a labelled ingestion;
+    labels and user ids must come from different sources); an image without a label, or with an empty
+    one, is an InputError (module docstring).
     ``max_pixels=None`` removes the pixel limit. When ``private_dir`` is given, ``ingest.jsonl`` and
     ``skipped.jsonl`` are written there atomically.
 
@@ -282,13 +310,15 @@ def ingest(
         raise ConfigError("give either user_column or users_from_subfolders=True, not both")
     if user_column is not None and (not isinstance(user_column, str) or not user_column):
         raise ConfigError(f"user_column must be a non-empty column name, got {user_column!r}")
+    _check_label_source(user_column, users_from_subfolders, label_column, labels_from_subfolders)
     src = Path(source).expanduser().absolute()
     if not src.exists():
         raise InputError(f"image source not found: {src}")
     users = user_column is not None or users_from_subfolders
 
-    candidates, kind = find_candidates(src, user_column, users_from_subfolders)
+    candidates, kind = find_candidates(src, user_column, users_from_subfolders, label_column, labels_from_subfolders)
     candidates.sort(key=lambda c: c.rel)
+    labelled = label_column is not None or labels_from_subfolders
 
     skipped: list[tuple[str, str]] = []
     details: dict[str, str] = {}
@@ -302,10 +332,16 @@ def ingest(
                 details[c.rel] = c.detail
         else:
             to_decode.append(c)
+    if labelled:  # before decoding anything: a listing's rows, and the files of a folder that look like images
+        _check_labels(src, kind, label_column, [
+            c.label for c in to_decode if kind != "folder" or Path(c.rel).suffix.lower() in IMAGE_EXTENSIONS
+        ])
 
     records: list[ImageRecord] = []
     duplicate_of: list[tuple[str, str]] = []
     first_by_key: dict[tuple[str | None, str], str] = {}
+    label_by_key: dict[tuple[str | None, str], str | None] = {}
+    relabelled = False
     show = progress  # the argument shadows spti.log.progress inside this function
     with strict_pil():
         results = _ordered_map(lambda c: _verify(c.path, max_pixels), to_decode, workers)  # type: ignore[arg-type]  # path is set when reason is None
@@ -321,12 +357,21 @@ def ingest(
             key = (c.user_id, sha)  # user_id is None without users: global deduplication
             if key in first_by_key:
                 duplicate_of.append((c.rel, first_by_key[key]))
+                relabelled = relabelled or label_by_key[key] != c.label
                 continue
             rid = f"img-{len(records):06d}"
             first_by_key[key] = rid
+            label_by_key[key] = c.label
             assert c.path is not None
-            records.append(ImageRecord(rid, c.path, c.user_id, sha, w, h, rel=c.rel, metadata=c.metadata))
+            label = None if c.label is None else str(c.label)
+            records.append(ImageRecord(rid, c.path, c.user_id, sha, w, h, rel=c.rel, metadata=c.metadata,
+                                       label=label))
     skipped.sort(key=lambda s: s[0])
+    if labelled:  # a file whose name did not look like an image but that decoded as one
+        _check_labels(src, kind, label_column, [r.label for r in records])
+    if relabelled:
+        logger.warning("some identical images carry different labels; each is kept once, with the label of its "
+                       "first copy by sorted path (private/skipped.jsonl lists the duplicates)")
 
     result = IngestResult(
         records=records,
@@ -358,6 +403,42 @@ def ingest(
         f"; {summary['users']} users" if summary["users"] is not None else "",
     )
     return result
+
+
+def _check_label_source(
+    user_column: str | None, users_from_subfolders: bool, label_column: str | None, labels_from_subfolders: bool
+) -> None:
+    """Labels come from one source, and not from the one that names the users."""
+    if label_column is not None and (not isinstance(label_column, str) or not label_column):
+        raise ConfigError(f"label_column must be a non-empty column name, got {label_column!r}")
+    if label_column is not None and labels_from_subfolders:
+        raise ConfigError("give either label_column or labels_from_subfolders=True, not both")
+    if labels_from_subfolders and users_from_subfolders:
+        raise ConfigError("labels and users cannot both come from the sub-folders: take one of them from a "
+                          "column (label_column or user_column)")
+    if label_column is not None and label_column == user_column:
+        raise ConfigError("label_column and user_column must be different columns")
+
+
+def _check_labels(src: Path, kind: str, label_column: str | None, labels: Sequence[str | None]) -> None:
+    """Refuse a labelled ingestion in which some image has no label or an empty one. The message names the
+    source and the setting, never a file and never how many (both private)."""
+    missing = any(lab is None for lab in labels)
+    empty = any(lab is not None and not lab for lab in labels)
+    if not (missing or empty):
+        return
+    if label_column is None:  # labels from the sub-folders: a file at the top (or an absolute listing path)
+        where = "their path in the listing does not start with a class folder" if kind != "folder" else (
+            "they are not inside a class sub-folder")
+        raise InputError(
+            f"labels_from_subfolders: some images of {src} have no label: {where} (expected "
+            "<folder>/<class>/<image>); move them into their class's folder or remove them"
+        )
+    what = "no label (an empty cell, null or NaN)" if missing else "an empty label (a blank string)"
+    raise InputError(
+        f"label_column {label_column!r}: some images of {src} have {what}; give every image a non-empty "
+        "label or remove its row"
+    )
 
 
 def _log_progress(results: Iterator[R], *, total: int) -> Iterator[R]:

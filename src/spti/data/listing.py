@@ -18,6 +18,7 @@ from typing import Any
 
 from spti.data.decode import IMAGE_EXTENSIONS, regular_file_reason
 from spti.data.io import iter_jsonl
+from spti.data.labels import clean_label
 from spti.data.users import clean_user_id
 from spti.errors import ConfigError, InputError
 
@@ -30,7 +31,8 @@ _PATH_COLUMNS = ("path", "file_name")
 
 @dataclass
 class Candidate:
-    """A file an ingestion will try to decode (``reason`` set: skipped before decoding)."""
+    """A file an ingestion will try to decode (``reason`` set: skipped before decoding). ``label``: its
+    class in a labelled ingestion (None: none found; :class:`~spti.data.labels.EmptyLabel`: a blank value)."""
 
     rel: str
     path: Path | None
@@ -38,6 +40,7 @@ class Candidate:
     metadata: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None  # set when the file is skipped before decoding
     detail: str = ""
+    label: str | None = None
 
 
 def _walk(root: Path) -> tuple[list[tuple[str, Path]], list[tuple[str, str, str]]]:
@@ -137,8 +140,19 @@ def _read_rows(listing: Path) -> list[dict[str, Any]]:
     raise InputError(f"{listing}: a listing must end in .parquet, .csv or .jsonl")
 
 
+def _first_folder(rel: str) -> str | None:
+    """The first-level sub-folder of a relative path (None for a file at the top, or an absolute path)."""
+    parts = Path(rel).parts
+    return parts[0] if (not Path(rel).is_absolute() and len(parts) > 1) else None
+
+
 def _from_listing(
-    listing: Path, base: Path, user_column: str | None, users_from_subfolders: bool
+    listing: Path,
+    base: Path,
+    user_column: str | None,
+    users_from_subfolders: bool,
+    label_column: str | None = None,
+    labels_from_subfolders: bool = False,
 ) -> list[Candidate]:
     rows = _read_rows(listing)
     columns: set[str] = set()
@@ -154,6 +168,10 @@ def _from_listing(
         raise InputError(
             f"{listing}: user_column {user_column!r} is not a column; found columns {sorted(columns)}"
         )
+    if label_column is not None and rows and label_column not in columns:
+        raise InputError(
+            f"{listing}: label_column {label_column!r} is not a column; found columns {sorted(columns)}"
+        )
     out: list[Candidate] = []
     for i, row in enumerate(rows):
         value = row.get(path_col) if path_col else None
@@ -166,40 +184,56 @@ def _from_listing(
         meta = {
             str(k): _json_safe(v)
             for k, v in row.items()
-            if k not in (path_col, user_column) and not isinstance(v, (bytes, bytearray))
+            if k not in (path_col, user_column, label_column) and not isinstance(v, (bytes, bytearray))
         }
         c = Candidate(rel=rel, path=path, metadata=meta)
         if user_column is not None:
             c.user_id = clean_user_id(row.get(user_column))
         elif users_from_subfolders:
-            parts = Path(rel).parts
-            c.user_id = parts[0] if (not p.is_absolute() and len(parts) > 1) else None
+            c.user_id = _first_folder(rel)
+        if label_column is not None:
+            c.label = clean_label(row.get(label_column))
+        elif labels_from_subfolders:
+            c.label = _first_folder(rel)
         out.append(c)
     return out
 
 
 def find_candidates(
-    source: Path, user_column: str | None, users_from_subfolders: bool
+    source: Path,
+    user_column: str | None,
+    users_from_subfolders: bool,
+    label_column: str | None = None,
+    labels_from_subfolders: bool = False,
 ) -> tuple[list[Candidate], str]:
     """The candidate files of an ingestion source and its kind ("listing", "imagefolder" or "folder"),
-    unsorted; user ids are attached from ``user_column`` or the first sub-folder."""
+    unsorted; user ids are attached from ``user_column`` or the first sub-folder, labels (a labelled
+    ingestion) from ``label_column`` (normalised by :func:`~spti.data.labels.clean_label`) or the first
+    sub-folder. A file without a label gets ``label=None``: the caller decides what that means."""
+    labels = (label_column, labels_from_subfolders)
     if source.is_file():
         if source.suffix.lower() not in _LISTING_SUFFIXES:
             raise InputError(
                 f"{source}: not a folder and not a listing (.parquet, .csv or .jsonl with a 'path' column)"
             )
-        return _from_listing(source, source.parent, user_column, users_from_subfolders), "listing"
+        return _from_listing(source, source.parent, user_column, users_from_subfolders, *labels), "listing"
     metadata = [source / n for n in _METADATA_NAMES if (source / n).is_file()]
     if len(metadata) > 1:
         raise InputError(
             f"{source}: holds several metadata files ({', '.join(m.name for m in metadata)}); keep one"
         )
     if metadata:
-        return _from_listing(metadata[0], source, user_column, users_from_subfolders), "imagefolder"
+        return _from_listing(metadata[0], source, user_column, users_from_subfolders, *labels), "imagefolder"
     if user_column is not None:
         raise ConfigError(
             f"user_column={user_column!r} needs a metadata.jsonl/.csv/.parquet in {source} or a listing "
             "file; for a plain folder use users_from_subfolders=True"
+        )
+    if label_column is not None:
+        raise ConfigError(
+            f"label_column={label_column!r} needs a metadata.jsonl/.csv/.parquet in {source} or a listing "
+            "file; for a plain folder of class sub-folders (<folder>/<class>/<image>) use "
+            "labels_from_subfolders=True"
         )
     files, errors = _walk(source)
     out = [Candidate(rel=rel, path=None, reason=reason, detail=d) for rel, reason, d in errors]
@@ -207,6 +241,8 @@ def find_candidates(
         c = Candidate(rel=rel, path=path)
         if users_from_subfolders:
             c.user_id = rel.split("/", 1)[0] if "/" in rel else None
+        if labels_from_subfolders:
+            c.label = rel.split("/", 1)[0] if "/" in rel else None
         out.append(c)
     return out, "folder"
 

@@ -5,6 +5,7 @@ Layout (Hugging Face ImageFolder, loadable with ``datasets.load_dataset("imagefo
     release/dp_captions.jsonl     {"text": ...}                 the DP captions
     release/images/00000.png
     release/metadata.jsonl        {"file_name": "images/00000.png", "text": ...}
+    release/labels.json           {"names": [...], "descriptions": [...]}   labelled runs only
     release/privacy.json          the budget ledger
     release/manifest.json         versions, models, the budget, the public settings (see public_manifest)
     release/README.md             the dataset card (spti.data.card), built from the two files above
@@ -13,6 +14,13 @@ Why allow-lists, for the files and for the manifest's fields: a user hands ``rel
 believing every byte of it is covered by the (ε, δ) guarantee. A deny-list misses whatever a later change
 adds (a count, a path, a seed); an allow-list publishes only what was judged public, and anything new stays
 in the run folder until someone decides otherwise. The run folder's own ``manifest.json`` keeps everything.
+
+Labelled runs (:mod:`spti.data.labels`): each caption of ``dp_captions.jsonl`` and each row of
+``metadata.jsonl`` also has ``"label": <class name>`` (``load_dataset("imagefolder", ...)`` gives a ``label``
+column), and ``labels.json`` lists the classes with their descriptions. Both are public: the class of a
+synthetic caption is DP output (its population was chosen by the DP mechanism) and the label set is public
+by the run's stated assumption. The public config then also says how the class sizes were chosen
+(``privacy.class_sizes`` and its share or prior) and the class descriptions (``classes``).
 """
 
 from __future__ import annotations
@@ -30,7 +38,9 @@ from spti.data.run import command_name
 from spti.log import logger
 
 #: The only files of release/ (besides images/*.png); anything else found there is removed.
-RELEASE_FILES = ("dp_captions.jsonl", "metadata.jsonl", "privacy.json", "manifest.json", "README.md")
+RELEASE_FILES = ("dp_captions.jsonl", "metadata.jsonl", "privacy.json", "manifest.json", "README.md", "labels.json")
+#: The label set of a labelled release (:func:`write_labels`).
+LABELS_FILE = "labels.json"
 #: The release's image folder and the one kind of file it holds.
 RELEASE_IMAGES = ("images", ".png")
 
@@ -52,6 +62,9 @@ _PUBLIC_CONFIG_SECTIONS = ("seed", "generation", "pe", "render")
 _PUBLIC_PRIVACY_SETTINGS = ("epsilon", "delta", "sigma", "unit", "not_private", "noise", "num_private_bound")
 _MODEL_SECTIONS = ("llm", "text_embedder", "captioner", "image_embedder", "renderer", "release_renderer")
 _PUBLIC_MODEL_SETTINGS = ("backend", "model", "revision")
+#: Published only for a labelled run (an unlabelled run's release is unchanged): how the class sizes were
+#: chosen, and the class descriptions (public by the run's stated assumption, like the label set).
+_PUBLIC_LABEL_SETTINGS = ("class_sizes", "class_count_share", "class_prior")
 #: Ledger fields that never leave the run folder, wherever they appear (privacy.json is published whole
 #: otherwise: it is the release's statement of its guarantee).
 _LEDGER_NEVER = frozenset({"insecure_seed", "insecure_noise_seed", "noise_seed", "command", "last_command",
@@ -67,10 +80,24 @@ def public_config(config: Mapping[str, Any]) -> dict[str, Any]:
     out = _pick(config, _PUBLIC_CONFIG_SECTIONS)
     if isinstance(config.get("privacy"), Mapping):
         out["privacy"] = _pick(config["privacy"], _PUBLIC_PRIVACY_SETTINGS)
+        if _config_labelled(config):
+            out["privacy"].update(_pick(config["privacy"], _PUBLIC_LABEL_SETTINGS))
+            if out["privacy"].get("class_sizes") != "dp":
+                out["privacy"].pop("class_count_share", None)  # no budget is spent on the counts
+            if out["privacy"].get("class_sizes") != "prior":
+                out["privacy"].pop("class_prior", None)
+    if _config_labelled(config) and isinstance(config.get("classes"), Mapping):
+        out["classes"] = dict(config["classes"])
     for sec in _MODEL_SECTIONS:
         if isinstance(config.get(sec), Mapping):
             out[sec] = _pick(config[sec], _PUBLIC_MODEL_SETTINGS)
     return out
+
+
+def _config_labelled(config: Mapping[str, Any]) -> bool:
+    """:func:`spti.config.labelled` on a resolved config's dict (whether labels are read, not from where)."""
+    data = config.get("data")
+    return isinstance(data, Mapping) and bool(data.get("labels_from_subfolders") or data.get("label_column"))
 
 
 def public_manifest(manifest: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,8 +131,30 @@ def public_ledger(ledger: Any) -> Any:
     return ledger
 
 
-def write_captions(release: Path, texts: Sequence[str]) -> None:
-    atomic_write_jsonl(release / "dp_captions.jsonl", ({"text": t} for t in texts))
+def write_captions(release: Path, texts: Sequence[str], labels: Sequence[str] | None = None) -> None:
+    """``dp_captions.jsonl``: one ``{"text": ...}`` per DP caption, with ``"label": <class name>`` when
+    ``labels`` (one per caption) is given."""
+    if labels is None:
+        atomic_write_jsonl(release / "dp_captions.jsonl", ({"text": t} for t in texts))
+        return
+    if len(labels) != len(texts):
+        raise ValueError(f"write_captions: {len(labels)} labels for {len(texts)} captions")
+    atomic_write_jsonl(release / "dp_captions.jsonl",
+                       ({"text": t, "label": str(lab)} for t, lab in zip(texts, labels, strict=True)))
+
+
+def write_labels(release: Path, names: Sequence[str] | None, descriptions: Sequence[str] | None = None) -> None:
+    """``labels.json`` = ``{"names": [...], "descriptions": [...]}`` (class ``i`` is ``names[i]``) for a
+    labelled release; ``names=None`` removes a stale one (an unlabelled render after a labelled one)."""
+    path = release / LABELS_FILE
+    if names is None:
+        path.unlink(missing_ok=True)
+        return
+    descriptions = list(names) if descriptions is None else list(descriptions)
+    if len(descriptions) != len(names):
+        raise ValueError("write_labels: one description per class name")
+    release.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {"names": [str(n) for n in names], "descriptions": [str(d) for d in descriptions]})
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -115,9 +164,13 @@ def png_bytes(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def write_images(release: Path, items: Sequence[tuple[str, Image.Image | Path]]) -> list[dict[str, str]]:
-    """Write ``(caption, image or path to a cached PNG)`` pairs as images/NNNNN.png + metadata.jsonl.
-    Existing files of a previous (interrupted) release are replaced atomically one by one."""
+def write_images(release: Path, items: Sequence[tuple[str, Image.Image | Path]],
+                 labels: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """Write ``(caption, image or path to a cached PNG)`` pairs as images/NNNNN.png + metadata.jsonl; with
+    ``labels`` (a class name per item) each metadata row also gets ``"label"``. Existing files of a previous
+    (interrupted) release are replaced atomically one by one."""
+    if labels is not None and len(labels) != len(items):
+        raise ValueError(f"write_images: {len(labels)} labels for {len(items)} images")
     images_dir = release / "images"
     images_dir.mkdir(parents=True, exist_ok=True)
     width = max(5, len(str(len(items))))
@@ -135,7 +188,10 @@ def write_images(release: Path, items: Sequence[tuple[str, Image.Image | Path]])
                     atomic_write_bytes(target, png_bytes(im))
         else:
             atomic_write_bytes(target, png_bytes(img))
-        rows.append({"file_name": name, "text": text})
+        row = {"file_name": name, "text": text}
+        if labels is not None:
+            row["label"] = str(labels[i])
+        rows.append(row)
     # stale images of an earlier, larger release would be picked up by ImageFolder: remove them
     keep = {r["file_name"].split("/", 1)[1] for r in rows}
     for f in images_dir.iterdir():
@@ -185,7 +241,8 @@ def write_release_docs(release: Path, privacy: dict[str, Any], manifest: dict[st
 
 def write_card(release: Path, ledger: Any, public: Mapping[str, Any]) -> None:
     """Write ``README.md``, the dataset card (:mod:`spti.data.card`), from the published ledger and manifest
-    and the counts of the release's own (DP) files: images/*.png and the rows of dp_captions.jsonl."""
+    and the counts of the release's own (DP) files: images/*.png and the rows of dp_captions.jsonl; for a
+    labelled release also its labels.json and the number of images per class in metadata.jsonl."""
     from spti.data.card import build_dataset_card
     from spti.data.io import atomic_write_text
 
@@ -193,4 +250,34 @@ def write_card(release: Path, ledger: Any, public: Mapping[str, Any]) -> None:
     n_images = sum(1 for p in (release / images).glob(f"*{ext}") if p.is_file()) if (release / images).is_dir() else 0
     caps = release / "dp_captions.jsonl"
     n_captions = sum(1 for line in caps.read_text(encoding="utf-8").splitlines() if line.strip()) if caps.is_file() else 0
-    atomic_write_text(release / "README.md", build_dataset_card(ledger, public, n_images=n_images, n_captions=n_captions))
+    atomic_write_text(release / "README.md", build_dataset_card(ledger, public, n_images=n_images, n_captions=n_captions,
+                                                                labels=_release_labels(release)))
+
+
+def _release_labels(release: Path) -> dict[str, Any] | None:
+    """A labelled release's classes for its card: ``labels.json`` plus the number of images and captions of
+    each class, counted in the release's own metadata.jsonl / dp_captions.jsonl (DP output). None when the
+    release is not labelled or its labels.json is unreadable."""
+    import json
+
+    from spti.data.io import iter_jsonl
+
+    path = release / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+        names = [str(n) for n in obj["names"]]
+        descriptions = [str(d) for d in obj.get("descriptions") or names]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    out: dict[str, Any] = {"names": names, "descriptions": descriptions}
+    for key, name in (("images", "metadata.jsonl"), ("captions", "dp_captions.jsonl")):
+        if (release / name).is_file():
+            counts = dict.fromkeys(names, 0)
+            for row in iter_jsonl(release / name, on_bad_line=lambda *_: None):
+                lab = row.get("label") if isinstance(row, Mapping) else None
+                if isinstance(lab, str) and lab in counts:
+                    counts[lab] += 1
+            out[key] = [counts[n] for n in names]
+    return out

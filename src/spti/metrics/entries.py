@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from spti.errors import BackendError, ConfigError, SptiError
+from spti.metrics.accuracy import ACCURACY_METRICS
 from spti.metrics.imagesets import ImageSet, display_name
 
 __all__ = [
@@ -49,7 +50,8 @@ FD_METRICS = {
     "fd-clip": "clip",
     "fd-efficientnet": "efficientnet",
 }
-METRICS = (*FD_METRICS, "prdc", "clip-score", "memorization")
+#: ``accuracy`` is both accuracy metrics (see :mod:`spti.metrics.accuracy`).
+METRICS = (*FD_METRICS, "prdc", "clip-score", "memorization", "accuracy", *ACCURACY_METRICS)
 
 #: Features of a set in a space: (space, "real" | "synthetic") -> (matrix, indices of the readable images).
 Features = Mapping[tuple[str, str], tuple[np.ndarray, list[int]]]

@@ -17,6 +17,10 @@ fd-efficientnet ``efficientnet`` Fréchet distance, same code as FID (bundled, w
 prdc           ``prdc_space``    default inception when it can be built, else efficientnet
 memorization   ``memorization_space`` default: the PRDC space
 clip-score     ``clip``          needs a clip embedder with ``embed_text`` and captions
+accuracy-linear ``accuracy_space`` linear probe trained on the labelled synthetic set, tested on
+               (default: PRDC's) real labelled images (see :mod:`~spti.metrics.accuracy`)
+accuracy-cnn   pixels            small CNN trained from scratch, same protocol
+accuracy       both of the above
 ============== ================= ============================================================
 
 Module map: :mod:`~spti.metrics.imagesets` loads the two sets, :mod:`~spti.metrics.features` embeds them
@@ -35,8 +39,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spti.errors import BackendError, ConfigError, SptiError
+from spti.errors import BackendError, ConfigError, InputError, SptiError
 from spti.log import logger
+from spti.metrics.accuracy import ACCURACY_METRICS, expand_accuracy
 from spti.metrics.entries import (
     FD_METRICS,
     FEATURE_SPACES,
@@ -76,10 +81,10 @@ class _Embedders:
         if space in self.failed:
             raise BackendError(self.failed[space])
         cfg = self.space_cfg.get(space)
-        from spti.models.image_embedder import REGISTRY, ImageEmbedder
+        from spti.models.image_embedder import ImageEmbedder
 
         try:
-            emb = cfg if isinstance(cfg, ImageEmbedder) else REGISTRY.build(cfg)
+            emb = cfg if isinstance(cfg, ImageEmbedder) else self._build(cfg)
         except Exception as e:
             msg = f"cannot load the {space!r} image embedder ({type(e).__name__}: {e})"
             self.failed[space] = msg
@@ -87,6 +92,18 @@ class _Embedders:
         self.built[space] = emb
         self.infos[space] = _safe_info(emb)
         return emb
+
+    @staticmethod
+    def _build(cfg: Any) -> Any:
+        """The embedder of a space: on the running command's executor when that is remote (a Ray pool embeds
+        the images, :func:`spti.metrics.features.embed_set` sends it whole jobs), else in this process."""
+        from spti.executor import active_executor
+        from spti.models.image_embedder import REGISTRY
+
+        ex = active_executor()
+        if ex is not None and ex.kind != "local":
+            return ex.backend("image_embedder", cfg)
+        return REGISTRY.build(cfg)
 
     def owned(self, space: str) -> bool:
         """Whether the embedder of ``space`` was built here (and so is ours to close)."""
@@ -144,6 +161,13 @@ def evaluate(
     captions: Sequence[str] | None = None,
     strict: bool = False,
     seed: int = 0,
+    real_labelled: Any = None,
+    real_train: Any = None,
+    synthetic_labels: Sequence[str | None] | None = None,
+    accuracy_on_private: bool = False,
+    accuracy_space: str | None = None,
+    accuracy_ceiling: bool = True,
+    cnn: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Compute ``metrics`` of ``synthetic`` against ``real`` and return them as a JSON-ready dict.
 
@@ -164,8 +188,18 @@ def evaluate(
     throw the rest away. ``out`` (a folder, or a path ending in ``.json``) receives the result as
     ``metrics.json``, atomically, replacing any file there: this function never merges into a file
     another writer owns (a run's ``metrics.json`` is written by the pipeline's evaluate stage).
+
+    Accuracy (``accuracy`` = ``accuracy-linear`` + ``accuracy-cnn``): classifiers trained on the labelled
+    synthetic images (a release's ``label`` column, an ImageFolder's sub-folders, or ``synthetic_labels``
+    with a list of images) and tested on ``real_labelled`` (a path read by
+    :func:`~spti.metrics.labelled.read_labelled`, or a ``LabelledImages``; default: ``real`` when it is a
+    path). Without ``real_train`` the real labelled set is split into two stratified halves: the ceiling
+    (the classifier trained on real images, ``accuracy_ceiling``) learns on one, everything is tested on the
+    other. The run's private images are used only with ``accuracy_on_private``. ``cnn`` overrides
+    :data:`~spti.metrics.accuracy.CNN_DEFAULTS` (``epochs``, ``resolution``, ``batch_size``, ``lr``,
+    ``device``, ``threads``); ``accuracy_space`` is the linear probe's feature space (default: as PRDC's).
     """
-    metrics = list(dict.fromkeys(metrics))
+    metrics = expand_accuracy(list(dict.fromkeys(metrics)))
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ConfigError(f"unknown metric(s) {unknown}; choose from {', '.join(METRICS)}")
@@ -177,17 +211,32 @@ def evaluate(
     space_cfg: dict[str, Any] = dict(FEATURE_SPACES)
     for k, v in (embedders or {}).items():
         space_cfg[SPACE_ALIASES.get(k, k)] = v
-    for name, val in (("prdc_space", prdc_space), ("memorization_space", memorization_space)):
+    for name, val in (("prdc_space", prdc_space), ("memorization_space", memorization_space),
+                      ("accuracy_space", accuracy_space)):
         if val is not None and SPACE_ALIASES.get(val, val) not in space_cfg:
             raise ConfigError(f"{name}={val!r} is not a feature space; known: {', '.join(sorted(space_cfg))}")
 
-    real_set = subset(_real_set(real), max_images, seed)
-    syn_set = subset(synthetic_set(synthetic, captions), max_images, seed + 1)
+    # the private set is read only for a metric that compares with it (accuracy has its own real set)
+    need_real = any(m not in ACCURACY_METRICS for m in metrics)
+    if need_real and real is None:
+        raise ConfigError(f"real images are needed for {', '.join(m for m in metrics if m not in ACCURACY_METRICS)}")
+    real_set = subset(_real_set(real), max_images, seed) if need_real else None
+    syn_all = synthetic_set(synthetic, captions)
+    if synthetic_labels is not None:
+        if len(synthetic_labels) != len(syn_all):
+            raise InputError(f"{len(synthetic_labels)} synthetic_labels for {len(syn_all)} synthetic images")
+        syn_all.labels = [None if lb is None else str(lb) for lb in synthetic_labels]
+    syn_set = subset(syn_all, max_images, seed + 1)
 
     result: dict[str, Any] = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         **NOT_DP,
-        "real": {"source": str(real_set.source), "n_images": len(real_set), **real_set.info},
+        "real": (
+            {"source": str(real_set.source), "n_images": len(real_set), **real_set.info}
+            if real_set is not None
+            else {"source": str(real) if isinstance(real, (str, os.PathLike)) else "<not read>",
+                  "not_read": "only accuracy metrics were asked: see real_labelled"}
+        ),
         "synthetic": {"source": str(syn_set.source), "n_images": len(syn_set)},
         "metrics": {},
         "errors": {},
@@ -224,6 +273,18 @@ def evaluate(
         else:
             metric_space["clip-score"] = "clip"
             clip_captions = [c or "" for c in (syn_set.captions or [])]
+    acc_metrics = [m for m in metrics if m in ACCURACY_METRICS]
+    plan = None
+    if acc_metrics:
+        plan = _accuracy_plan(acc_metrics, real, real_labelled, real_train, syn_set, models, result,
+                              on_private=accuracy_on_private, ceiling=accuracy_ceiling, seed=seed)
+        if plan is None:
+            acc_metrics = []
+        elif "accuracy-linear" in acc_metrics:
+            metric_space["accuracy-linear"] = (
+                SPACE_ALIASES.get(accuracy_space, accuracy_space) if accuracy_space
+                else metric_space.get("prdc") or models.default_space()
+            )
 
     feats: dict[tuple[str, str], tuple[np.ndarray, list[int]]] = {}
     clip_text_score: float | None = None
@@ -234,10 +295,19 @@ def evaluate(
             try:
                 emb = models.get(space)
                 cache = open_feature_cache(cache_dir, emb)
-                if any(m != "clip-score" for m in users):
+                if real_set is not None and any(m not in ("clip-score", *ACCURACY_METRICS) for m in users):
                     feats[(space, "real")] = embed_set(
                         emb, real_set, batch_size=batch_size, cache=cache, desc=f"real/{space}"
                     )
+                if plan is not None and "accuracy-linear" in users:
+                    feats[(space, "labelled")] = embed_set(
+                        emb, plan.test.images, batch_size=batch_size, cache=cache, desc=f"real labelled/{space}"
+                    )
+                    if plan.ceiling_train is not None:
+                        feats[(space, "labelled-train")] = embed_set(
+                            emb, plan.ceiling_train.images, batch_size=batch_size, cache=cache,
+                            desc=f"real labelled train/{space}",
+                        )
                 feats[(space, "synthetic")] = embed_set(
                     emb, syn_set, batch_size=batch_size, cache=cache, desc=f"synthetic/{space}"
                 )
@@ -258,6 +328,12 @@ def evaluate(
         for m, space in metric_space.items():
             if m in result["errors"]:
                 continue
+            if m == "accuracy-linear":
+                try:
+                    result["metrics"][m] = _linear_entry(feats, space, plan, syn_set, models.infos.get(space, {}))
+                except SptiError as e:
+                    models.record_error(m, e)
+                continue
             try:
                 entry = metric_entry(
                     m,
@@ -276,10 +352,16 @@ def evaluate(
                 continue
             if entry is not None:
                 result["metrics"][m] = entry
+        if plan is not None and "accuracy-cnn" in acc_metrics:
+            try:
+                result["metrics"]["accuracy-cnn"] = _cnn_entry(plan, syn_set, dict(cnn or {}), seed)
+            except SptiError as e:
+                models.record_error("accuracy-cnn", e)
     finally:
         models.close()
 
-    result["real"]["n_unreadable"] = len(real_set.bad)
+    if real_set is not None:
+        result["real"]["n_unreadable"] = len(real_set.bad)
     result["synthetic"]["n_unreadable"] = len(syn_set.bad)
     for k in ("errors", "skipped"):
         if not result[k]:
@@ -292,6 +374,87 @@ def evaluate(
         atomic_write_json(path, result)
         logger.info("evaluate: wrote %s", path)
     return result
+
+
+def _accuracy_plan(names: Sequence[str], real: Any, real_labelled: Any, real_train: Any, syn_set: Any,
+                   models: _Embedders, result: dict[str, Any], *, on_private: bool, ceiling: bool,
+                   seed: int) -> Any:
+    """The accuracy metrics' real sets (recorded as ``result["real_labelled"]``), or None with the reason
+    recorded under ``skipped`` (no labels, no real labelled set) or ``errors`` (an unreadable set)."""
+    from spti.metrics.accuracy import accuracy_plan
+
+    if syn_set.labels is None or all(lb is None for lb in syn_set.labels):
+        reason = "the synthetic images have no labels (a release's metadata.jsonl 'label' column, or ImageFolder)"
+    else:
+        try:
+            plan = accuracy_plan(real, real_labelled, real_train, on_private=on_private, ceiling=ceiling, seed=seed)
+        except SptiError as e:
+            for m in names:
+                models.record_error(m, e)
+            return None
+        if not isinstance(plan, str):
+            result["real_labelled"] = plan.describe()
+            return plan
+        reason = plan
+    for m in names:
+        result["skipped"][m] = reason
+    logger.info("evaluate: accuracy skipped: %s", reason)
+    return None
+
+
+def _labels_at(labels: Sequence[Any], kept: Sequence[int]) -> list[Any]:
+    return [labels[i] for i in kept]
+
+
+def _linear_entry(feats: Mapping[tuple[str, str], tuple[np.ndarray, list[int]]], space: str, plan: Any,
+                  syn_set: Any, info: dict[str, Any]) -> dict[str, Any]:
+    from spti.metrics.accuracy import accuracy_entry, fit_linear_probe, linear_description
+
+    sx, skept = feats[(space, "synthetic")]
+    tx, tkept = feats[(space, "labelled")]
+    ceiling = None
+    if plan.ceiling_train is not None and (space, "labelled-train") in feats:
+        cx, ckept = feats[(space, "labelled-train")]
+        ceiling = (cx, _labels_at(plan.ceiling_train.labels, ckept))
+    return accuracy_entry(
+        linear_description(space), fit_linear_probe, (sx, _labels_at(syn_set.labels, skept)),
+        (tx, _labels_at(plan.test.labels, tkept)), ceiling, plan, {"feature_space": space, "embedder": info},
+    )
+
+
+def _cnn_entry(plan: Any, syn_set: Any, opts: dict[str, Any], seed: int) -> dict[str, Any]:
+    from spti.metrics.accuracy import CNN_DEFAULTS, accuracy_entry, cnn_description, fit_cnn
+    from spti.metrics.labelled import load_pixels
+
+    o = {**CNN_DEFAULTS, **opts}
+    res = int(o["resolution"])
+    if res < 8 or res % 8:
+        raise ConfigError(f"accuracy-cnn: resolution must be a multiple of 8, got {res}")
+
+    def fit(x: np.ndarray, y: np.ndarray, k: int) -> Any:
+        return fit_cnn(x, y, k, epochs=int(o["epochs"]), batch_size=int(o["batch_size"]), lr=float(o["lr"]),
+                       seed=seed, device=o.get("device"), threads=o.get("threads"))
+
+    sx, skept = load_pixels(syn_set, res)
+    tx, tkept = plan.test.pixels(res)
+    ceiling = None
+    if plan.ceiling_train is not None:
+        cx, ckept = plan.ceiling_train.pixels(res)
+        ceiling = (cx, _labels_at(plan.ceiling_train.labels, ckept))
+    device = o.get("device")
+    if device is None:
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+    return accuracy_entry(
+        cnn_description(int(o["epochs"]), res), fit, (sx, _labels_at(syn_set.labels, skept)),
+        (tx, _labels_at(plan.test.labels, tkept)), ceiling, plan,
+        {"cnn": {"epochs": int(o["epochs"]), "resolution": res, "batch_size": int(o["batch_size"]),
+                 "lr": float(o["lr"]), "device": device, "seed": seed}},
+    )
 
 
 def _safe_info(embedder: Any) -> dict[str, Any]:

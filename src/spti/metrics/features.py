@@ -56,16 +56,20 @@ def embed_set(
     if feats:
         logger.info("evaluate: %d/%d %s features from the cache", len(feats), len(s), desc)
     batches = [todo[j : j + batch_size] for j in range(0, len(todo), batch_size)]
-    for batch in progress(batches, desc=desc, total=len(batches), unit="batch"):
-        imgs, idx = [], []
-        for i in batch:
-            im = s.load(i)
-            if im is not None:
-                imgs.append(im)
-                idx.append(i)
-        if not imgs:
-            continue
-        out = _embed_batch(embedder, imgs)
+    remote = _remote_batches(embedder, s, batches, batch_size, desc) if _is_remote(embedder) else None
+    for batch in progress(batches, desc=desc, total=len(batches), unit="batch") if remote is None else remote:
+        if remote is None:
+            imgs, idx = [], []
+            for i in batch:
+                im = s.load(i)
+                if im is not None:
+                    imgs.append(im)
+                    idx.append(i)
+            if not imgs:
+                continue
+            out = _embed_batch(embedder, imgs)
+        else:
+            idx, out = batch
         for i, v in zip(idx, out):
             feats[i] = v
         if cache is not None:
@@ -81,6 +85,55 @@ def embed_set(
     if len(dims) != 1:
         raise BackendError(f"{desc}: features of different shapes {sorted(dims)} (a stale cache entry?)")
     return np.stack([feats[i] for i in kept]).astype(np.float32, copy=False), kept
+
+
+#: Batches sent to an executor's replicas per job (:func:`_remote_batches`): enough work for every replica,
+#: few enough decoded images held on this process at once.
+REMOTE_BATCHES_PER_JOB = 32
+
+
+def _is_remote(embedder: Any) -> bool:
+    from spti.executor import is_remote
+
+    return is_remote(embedder)
+
+
+def _remote_batches(embedder: Any, s: ImageSet, batches: list[list[int]], batch_size: int,
+                    desc: str) -> Any:
+    """``(indices, features)`` per batch of ``batches``, in order, for an embedder whose model lives on an
+    executor's replicas (:class:`spti.executor.proxy.RemoteBackend`, e.g. on Ray). Images are decoded here
+    as :meth:`ImageSet.load` decodes them (the same pixels as the local path), and
+    :data:`REMOTE_BATCHES_PER_JOB` batches go to the replicas per job, where calling the proxy once per
+    batch would start one job per batch. Each batch's features are checked as :func:`_embed_batch` checks
+    them, and the caller caches them batch by batch, as it does locally."""
+    import dataclasses
+
+    from spti.executor import step_for
+
+    ex, step = step_for("image_embedder", embedder, name=desc)
+    step = dataclasses.replace(step, batch_size=batch_size)  # evaluation's batch size, not the backend's
+    for g in range(0, len(batches), REMOTE_BATCHES_PER_JOB):
+        group = []
+        for batch in batches[g : g + REMOTE_BATCHES_PER_JOB]:
+            imgs, idx = [], []
+            for i in batch:
+                im = s.load(i)
+                if im is not None:
+                    imgs.append(im)
+                    idx.append(i)
+            if imgs:
+                group.append((idx, imgs))
+        flat = [im for _, imgs in group for im in imgs]
+        if not flat:
+            continue
+        rows = ex.map(step, flat, desc=desc)
+        k = 0
+        for idx, imgs in group:
+            out = np.asarray(np.stack(rows[k : k + len(imgs)]), dtype=np.float32)
+            k += len(imgs)
+            if not np.isfinite(out).all():
+                raise BackendError(f"image embedder {embedder.backend_name!r} returned NaN or infinite features")
+            yield idx, out
 
 
 def _embed_batch(embedder: Any, imgs: list[Any]) -> np.ndarray:

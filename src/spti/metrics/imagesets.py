@@ -40,6 +40,9 @@ class ImageSet:
     # Pixel limit when decoding: ingested records were already checked against the run's own limit;
     # other files get Pillow's default, so that one gigantic file cannot exhaust memory.
     max_pixels: int | None | str = "default"
+    # The class label of each image (accuracy metrics): a release's ``label`` column, an ImageFolder's
+    # sub-folder, or given with a list of images; None where unknown.
+    labels: list[str | None] | None = None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -153,9 +156,13 @@ def synthetic_set(data: Any, captions: Sequence[str] | None) -> ImageSet:
         from spti.data.io import iter_jsonl
 
         base = meta.parent
+        from spti.metrics.labelled import label_name, label_names_file
+
         items: list[Path | Image.Image] = []
         names: list[str] = []
         caps: list[str | None] = []
+        labels: list[str | None] = []
+        class_names = label_names_file(base)
         for lineno, row in enumerate(iter_jsonl(meta), 1):
             fn = row.get("file_name")
             if not isinstance(fn, str) or not fn:
@@ -164,13 +171,15 @@ def synthetic_set(data: Any, captions: Sequence[str] | None) -> ImageSet:
             names.append(fn)
             text = row.get("text")
             caps.append(text if isinstance(text, str) else None)
+            labels.append(label_name(row.get("label"), class_names))
         if not items:
             raise InputError(f"synthetic images: {meta} lists no images")
         if captions is not None:
             raise ConfigError(
                 "captions= is for a list of images; a release folder has its own metadata.jsonl"
             )
-        return ImageSet(items, names, str(base), caps)
+        return ImageSet(items, names, str(base), caps,
+                        labels=labels if any(lb is not None for lb in labels) else None)
     from spti.data.decode import IMAGE_EXTENSIONS
     from spti.data.listing import list_images
 
@@ -179,7 +188,10 @@ def synthetic_set(data: Any, captions: Sequence[str] | None) -> ImageSet:
         raise InputError(
             f"synthetic images: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) found under {folder}"
         )
-    return ImageSet(list(paths), [p.relative_to(folder).as_posix() for p in paths], str(folder))
+    rels = [p.relative_to(folder).as_posix() for p in paths]
+    # an ImageFolder (every image in a first-level sub-folder): the sub-folder is the label
+    sub = [r.split("/", 1)[0] if "/" in r else None for r in rels]
+    return ImageSet(list(paths), rels, str(folder), labels=sub if all(sub) else None)
 
 
 def subset(s: ImageSet, max_images: int | None, seed: int) -> ImageSet:
@@ -199,4 +211,5 @@ def subset(s: ImageSet, max_images: int | None, seed: int) -> ImageSet:
         s.info,
         hashes={new: s.hashes[old] for new, old in enumerate(keep) if old in s.hashes},
         max_pixels=s.max_pixels,
+        labels=[s.labels[i] for i in keep] if s.labels is not None else None,
     )

@@ -16,6 +16,12 @@ What this module guarantees, because the backends built on it handle private dat
 Retry policy: timeouts, connection errors, HTTP 408/409/429/5xx and undecodable (non-JSON) answers are
 retried up to ``max_retries`` times with exponential backoff and jitter; a ``Retry-After`` (or OpenAI's
 ``retry-after-ms``) header is honoured. Other 4xx answers are the caller's fault and are not retried.
+
+Several servers (:class:`MultiEndpointClient`, ``base_url`` given as a list: several ``vllm serve`` nodes of
+the same model): each endpoint has its own concurrency; a request goes to the least busy healthy endpoint,
+and one that fails in a retryable way is retried at once on another endpoint (failing over costs no retry)
+while the failed endpoint rests for a backoff; only when every endpoint failed does the retry policy above
+wait and count a retry.
 """
 
 from __future__ import annotations
@@ -427,7 +433,7 @@ class ClientOptions:
     :class:`OpenAIClient`. None of them changes a reply, so none goes into ``info()`` or a cache key.
     """
 
-    base_url: str = "https://api.openai.com/v1"
+    base_url: str | tuple[Endpoint, ...] = "https://api.openai.com/v1"
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = 8
     timeout: float = 60.0
@@ -447,7 +453,233 @@ class ClientOptions:
                 f"{who}: unknown option(s) {', '.join(unknown)}; the connection options are "
                 f"{', '.join(sorted(known))}"
             )
-        return cls(**{**defaults, **given})
+        opts = cls(**{**defaults, **given})
+        if not isinstance(opts.base_url, str):
+            eps = parse_endpoints(opts.base_url, opts.concurrency, who)
+            opts = dataclasses.replace(opts, base_url=eps[0].url if len(eps) == 1 and eps[0].concurrency is None else eps)
+        return opts
 
-    def client(self) -> OpenAIClient:
-        return OpenAIClient(**dataclasses.asdict(self))
+    def client(self) -> OpenAIClient | MultiEndpointClient:
+        """One server: an :class:`OpenAIClient`; several (``base_url`` a list): a :class:`MultiEndpointClient`."""
+        kw = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if isinstance(self.base_url, str):
+            return OpenAIClient(**kw)
+        kw.pop("base_url")
+        return MultiEndpointClient(self.base_url, **kw)
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """One server of a multi-server ``base_url``: its URL and its own concurrency (None: the backend's
+    ``concurrency``). The ``repr`` never shows a user:password or query part of the URL."""
+
+    url: str
+    concurrency: int | None = None
+
+    def __repr__(self) -> str:
+        c = "" if self.concurrency is None else f", concurrency={self.concurrency}"
+        return f"Endpoint({safe_url(self.url)!r}{c})"
+
+
+def parse_endpoints(value: Any, default_concurrency: int, who: str = "openai backend") -> tuple[Endpoint, ...]:
+    """``base_url`` given as a list: URLs, or ``{"url": ..., "concurrency": n}`` mappings (``base_url`` is
+    accepted for ``url``), at least one."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or not value:
+        raise ConfigError(f"{who}: base_url must be a URL or a non-empty list of URLs / {{url, concurrency}} mappings")
+    out = []
+    for i, v in enumerate(value):
+        if isinstance(v, Endpoint):
+            out.append(v)
+            continue
+        if isinstance(v, str):
+            out.append(Endpoint(v))
+            continue
+        if not isinstance(v, Mapping):
+            raise ConfigError(f"{who}: base_url[{i}] must be a URL or a mapping with 'url' and 'concurrency'")
+        unknown = sorted(set(v) - {"url", "base_url", "concurrency"})
+        url = v.get("url", v.get("base_url"))
+        conc = v.get("concurrency")
+        if unknown or not isinstance(url, str):
+            raise ConfigError(f"{who}: base_url[{i}] needs 'url' (a string) and optionally 'concurrency'"
+                              + (f"; unknown key(s) {', '.join(map(str, unknown))}" if unknown else ""))
+        if conc is not None and (not isinstance(conc, int) or isinstance(conc, bool) or conc < 1):
+            raise ConfigError(f"{who}: base_url[{i}].concurrency must be an integer >= 1, got {conc!r}")
+        out.append(Endpoint(url, conc))
+    return tuple(out)
+
+
+class _Slot:
+    """Book-keeping of one endpoint of a :class:`MultiEndpointClient` (guarded by the client's lock)."""
+
+    def __init__(self, client: OpenAIClient):
+        self.client = client
+        self.limit = client.concurrency
+        self.in_flight = 0
+        self.down_until = 0.0  # monotonic time before which the endpoint is resting after a failure
+        self.failures = 0  # consecutive failures (the rest doubles with each)
+        self.dead: APIStatusError | None = None  # answered 401/403/404: this endpoint is misconfigured
+        self.served = 0
+
+
+class MultiEndpointClient:
+    """The :class:`OpenAIClient` interface over several servers of the same model (``base_url`` a list).
+
+    Each endpoint takes up to its own ``concurrency`` requests at a time (``map`` runs their sum in
+    parallel). A request goes to the healthy endpoint with the lowest load (in flight / concurrency; ties in
+    turn); a retryable failure (timeout, connection error, 429, 5xx) sends the request at once to an endpoint
+    it has not tried yet, and rests the failed one for ``backoff`` x 2^(failures-1) seconds (at least what its
+    Retry-After asks). When every endpoint failed the request, the client waits as the single-server client
+    would and counts one retry (``max_retries`` in all). An endpoint that answers 401/403/404 (wrong key,
+    model or URL: it would fail every request) is dropped with a warning; when all are dropped that error is
+    raised. Other 4xx answers are the request's fault and are raised at once. Results of ``map`` are in input
+    order.
+
+    ``base_url`` (what backends record in their ``info()`` and cache keys) is the first endpoint's: every
+    endpoint must serve the same model with the same settings.
+    """
+
+    def __init__(self, endpoints: tuple[Endpoint, ...] | list[Any], *, concurrency: int = 8, **options: Any):
+        eps = parse_endpoints(list(endpoints), concurrency)
+        self.slots = [_Slot(OpenAIClient(e.url, concurrency=e.concurrency or concurrency, **options)) for e in eps]
+        first = self.slots[0].client
+        self.base_url = first.base_url
+        self.base_urls = tuple(s.client.base_url for s in self.slots)
+        self.host = first.host
+        self.timeout = first.timeout
+        self.max_retries = first.max_retries
+        self.backoff = first.backoff
+        self.max_backoff = first.max_backoff
+        self.concurrency = sum(s.limit for s in self.slots)
+        self._cond = threading.Condition()
+        self._turn = 0
+
+    def __repr__(self) -> str:
+        return f"MultiEndpointClient({[safe_url(u) for u in self.base_urls]!r}, concurrency={self.concurrency})"
+
+    @property
+    def has_api_key(self) -> bool:
+        return self.slots[0].client.has_api_key
+
+    def url(self, path: str) -> str:
+        return self.slots[0].client.url(path)
+
+    def stats(self) -> list[dict[str, Any]]:
+        """Per endpoint: its URL (safe form), requests served, whether it is dropped (for logs and tests)."""
+        with self._cond:
+            return [{"url": safe_url(s.client.base_url), "served": s.served, "dropped": s.dead is not None}
+                    for s in self.slots]
+
+    # -- scheduling ----------------------------------------------------------------------------------------
+
+    def _acquire(self, tried: set[int]) -> int:
+        """The endpoint for the next attempt: not yet tried by this request, not dropped, with a free slot;
+        healthy ones first, least loaded, ties in turn. Waits while the candidates are all busy."""
+        with self._cond:
+            while True:
+                live = [i for i, s in enumerate(self.slots) if s.dead is None and i not in tried]
+                if not live:
+                    return -1
+                now = time.monotonic()
+                free = [i for i in live if self.slots[i].in_flight < self.slots[i].limit]
+                healthy = [i for i in free if self.slots[i].down_until <= now]
+                # a resting endpoint is used only when every untried endpoint rests (a probe beats waiting)
+                if not healthy and any(self.slots[i].down_until <= now for i in live):
+                    self._cond.wait(0.05)
+                    continue
+                pool = healthy or sorted(free, key=lambda i: self.slots[i].down_until)[:1]
+                if not pool:
+                    self._cond.wait(0.05)
+                    continue
+                n = len(self.slots)
+                best = min(pool, key=lambda i: (self.slots[i].in_flight / self.slots[i].limit, (i - self._turn) % n))
+                self._turn = (best + 1) % n
+                self.slots[best].in_flight += 1
+                return best
+
+    def _release(self, i: int, *, failed: bool = False, retry_after: float | None = None,
+                 dead: APIStatusError | None = None) -> None:
+        with self._cond:
+            s = self.slots[i]
+            s.in_flight -= 1
+            if dead is not None:
+                s.dead = dead
+            elif failed:
+                s.failures += 1
+                rest = min(self.max_backoff, self.backoff * 2 ** (s.failures - 1))
+                s.down_until = time.monotonic() + max(rest, min(retry_after or 0.0, MAX_RETRY_AFTER_S))
+            else:
+                s.failures, s.down_until = 0, 0.0
+                s.served += 1
+            self._cond.notify_all()
+
+    # -- requests ------------------------------------------------------------------------------------------
+
+    def post_json(self, path: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """As :meth:`OpenAIClient.post_json`, on the endpoints in turn (see the class)."""
+        body = json.dumps(payload).encode("ascii")
+        return self._with_failover(path, body, payload)
+
+    def _with_failover(self, path: str, body: bytes, payload: Any) -> Any:
+        tried: set[int] = set()
+        retries = 0
+        last: _Retryable | None = None
+        while True:
+            i = self._acquire(tried)
+            if i < 0:
+                dead = [s.dead for s in self.slots if s.dead is not None]
+                if len(dead) == len(self.slots):
+                    raise dead[0]
+                if retries >= self.max_retries:
+                    reason = last.reason if last is not None else "no endpoint answered"
+                    status = last.status if last is not None else None
+                    msg = f"POST {len(self.slots)} endpoints ({safe_url(self.base_url)} ...): gave up after {retries + 1} rounds: {reason}"
+                    if status is not None:
+                        raise APIStatusError(msg, status) from None
+                    raise BackendError(msg) from None
+                delay = self.slots[0].client._delay(retries, last.retry_after if last is not None else None)
+                logger.info("all %d endpoints failed a request (%s); retry %d/%d in %.2fs", len(self.slots),
+                            last.reason if last is not None else "?", retries + 1, self.max_retries, delay)
+                time.sleep(delay)
+                retries += 1
+                tried = set()
+                continue
+            c = self.slots[i].client
+            url = c.url(path)
+            t0 = time.monotonic()
+            try:
+                result = c._attempt("POST", url, body, c._headers, payload)
+            except _Retryable as e:
+                self._release(i, failed=True, retry_after=e.retry_after)
+                tried.add(i)
+                last = e
+                logger.info("POST %s: %s after %.2fs; trying another endpoint", safe_url(url), e.reason,
+                            time.monotonic() - t0)
+                continue
+            except APIStatusError as e:
+                if e.fatal:
+                    self._release(i, dead=e)
+                    logger.warning("endpoint %s answered HTTP %d (it would fail every request): not used any "
+                                   "more in this run", safe_url(c.base_url), e.status)
+                    tried.add(i)
+                    continue
+                self._release(i)
+                raise
+            except BaseException:
+                self._release(i)
+                raise
+            self._release(i)
+            return result
+
+    def get_bytes(self, url: str, *, send_auth: bool = False) -> bytes:
+        """As :meth:`OpenAIClient.get_bytes`; the key goes along only to a URL on one of the endpoints."""
+        origin = urllib.parse.urlsplit(url)[:2]
+        for s in self.slots:
+            if urllib.parse.urlsplit(s.client.base_url)[:2] == origin:
+                return s.client.get_bytes(url, send_auth=True)
+        return self.slots[0].client.get_bytes(url, send_auth=False)
+
+    map = OpenAIClient.map  # the same ordered, fail-fast thread pool, over the sum of the endpoints' slots
+
+    def close(self) -> None:
+        for s in self.slots:
+            s.client.close()

@@ -9,6 +9,10 @@ Both implement the engine's :class:`spti.pe.engine.CandidateEmbedder` protocol
 
 Both cache by content (:mod:`spti.data.cache`), so the parents kept from one iteration to the next are
 never embedded (or rendered) twice.
+
+Labelled runs pass ``labels`` (the class of every candidate): text lookahead writes each candidate's
+variations with its class's description and stream; image voting renders the caption as it is (the class
+is in the caption the LLM wrote), so it ignores them.
 """
 
 from __future__ import annotations
@@ -45,10 +49,20 @@ class TextCandidateEmbedder:
         vecs = self.cache.compute(keys, list(texts), lambda items: self.embedder.embed(items))
         return normalize_rows(vecs) if self.normalize else vecs
 
-    def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], *, iteration: int, labels: Sequence[int] | None = None) -> np.ndarray:
         if not self.lookahead:
             return self.embed_texts(texts)
-        groups = self.generator.variations(texts, self.lookahead, iteration=iteration, stage="lookahead")
+        if labels is None:
+            groups = self.generator.variations(texts, self.lookahead, iteration=iteration, stage="lookahead")
+        else:  # per class: its description and its own stream, as the engine's variations
+            labels = np.asarray(labels, dtype=np.int64)
+            groups = [[] for _ in texts]
+            for c in np.unique(labels).tolist():
+                members = np.flatnonzero(labels == c).tolist()
+                per = self.generator.variations([texts[i] for i in members], self.lookahead, iteration=iteration,
+                                                stage="lookahead", label=c)
+                for i, g in zip(members, per):
+                    groups[i] = g
         flat = [v for g in groups for v in g]
         emb = self.embed_texts(flat).reshape(len(texts), self.lookahead, -1)
         return emb.mean(axis=1)  # not renormalised: L2 to the mean, as Aug-PE
@@ -58,7 +72,9 @@ class ImageCandidateEmbedder:
     """SPTI image voting: render each candidate (``renders`` seeds; averaged = PE's lookahead in image
     space), embed the renders with the image embedder, normalise. Renders and features are cached, so kept
     parents are never rendered twice and the release reuses the loop's renders. Batch sizes are the
-    renderer's and the image embedder's own (``batch_size`` of each backend)."""
+    renderer's and the image embedder's own (``batch_size`` of each backend). With models on an executor's
+    replicas (Ray: :meth:`spti.executor.Executor.backend` proxies), rendering and embedding stream through
+    one pipeline (:meth:`_render_and_embed_remote`)."""
 
     def __init__(self, render_cache: RenderCache, image_embedder, *, renders: int, base_seed: int,
                  feature_cache: FeatureCache, normalize: bool = True):
@@ -69,13 +85,15 @@ class ImageCandidateEmbedder:
         self.features = feature_cache
         self.normalize = normalize
 
-    def __call__(self, texts: Sequence[str], *, iteration: int) -> np.ndarray:
+    def __call__(self, texts: Sequence[str], *, iteration: int, labels: Sequence[int] | None = None) -> np.ndarray:
         from PIL import Image
 
         pairs = [(t, render_seed(self.base_seed, j)) for t in texts for j in range(self.renders)]
         keys = [content_key(self.render_cache.renderer.cache_key, self.image_embedder.cache_key, t, str(s)) for t, s in pairs]
         need = [i for i, k in enumerate(keys) if k not in self.features]
-        if need:
+        if need and self._remote():
+            self._render_and_embed_remote(pairs, keys, need, iteration)
+        elif need:
             need_pairs = [pairs[i] for i in need]
             paths = self.render_cache.get_paths(need_pairs, desc=f"rendering candidates (iteration {iteration})")
             bs = self.image_embedder.batch_size
@@ -89,3 +107,47 @@ class ImageCandidateEmbedder:
         if self.normalize:
             feats = normalize_rows(feats)
         return feats.reshape(len(texts), self.renders, -1).mean(axis=1)
+
+    def _remote(self) -> bool:
+        from spti.executor import is_remote
+
+        return is_remote(self.image_embedder) or is_remote(self.render_cache.renderer)
+
+    def _render_and_embed_remote(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
+                                 iteration: int) -> None:
+        """The Ray path (requirement 2: stream, don't stage). Renders that are missing flow through one
+        ``renderer -> image_embedder`` pipeline (:meth:`spti.executor.Executor.stream` of a chain), so the
+        embedders start on the first renders while the renderers make the rest; each finished task's PNGs go
+        into the render cache at once. Renders already cached but not embedded are embedded from their files.
+
+        Same bytes as the local path: tasks are a common multiple of both batch sizes, so (when no render of
+        the iteration was cached, the usual case) each backend gets the batches of the local loops; the
+        features go into the feature cache in ``need`` order, in slices of the embedder's batch size, after
+        the iteration's renders are all in: the same cache shards as the local path writes."""
+        from spti.executor import is_remote, step_for
+
+        cache, embedder = self.render_cache, self.image_embedder
+        bs = max(1, int(embedder.batch_size))
+        vectors: dict[tuple[str, int], np.ndarray] = {}
+        todo = cache.missing([pairs[i] for i in need])
+        if todo and is_remote(embedder) and is_remote(cache.renderer) and embedder.executor is cache.renderer.executor:
+            ex, render = step_for("renderer", cache.renderer, name=f"rendering candidates (iteration {iteration})")
+            _, embed = step_for("image_embedder", embedder, name="embedding renders")
+            size = math.lcm(max(1, int(cache.renderer.batch_size)), bs) * ex.batches_per_task
+            for r, per_pair in ex.stream([render, embed], todo, desc=render.label, task_size=size):
+                cache.stats[cache.stage_counter] += len(r)
+                for k, leaves in zip(r, per_pair, strict=True):
+                    ((png, vec),) = leaves  # one render, one feature row per pair
+                    cache.store(todo[k], png)
+                    vectors[todo[k]] = vec
+        elif todo:  # one of the two runs here: render first (on the renderer's executor), then embed
+            cache.get_paths(todo, desc=f"rendering candidates (iteration {iteration})")
+        rest = list(dict.fromkeys(pairs[i] for i in need if pairs[i] not in vectors))
+        if rest:  # renders cached but not embedded (a resumed iteration): their bytes travel, not their paths,
+            # so the replicas need not see the run folder
+            ex, step = step_for("image_embedder", embedder, name="embedding renders")
+            for p, vec in zip(rest, ex.map(step, [cache.path(t, s).read_bytes() for t, s in rest]), strict=True):
+                vectors[p] = vec
+        for b in range(0, len(need), bs):
+            chunk = need[b : b + bs]
+            self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))

@@ -10,6 +10,8 @@
   votes (``privacy.noise: discrete``): the exact σ and the integer vote grid; its sampler is
   :mod:`~spti.privacy.discrete_sampler`, its zCDP accounting next to the exact continuous one
   (:func:`compare_noise`) :mod:`~spti.privacy.discrete_accounting`.
+* :mod:`~spti.privacy.class_counts`: labelled runs: the split of the budget between the noisy class counts
+  and the histograms, and the allocation of the population to classes (DP counts or a public prior).
 * :mod:`~spti.privacy.ledger`: :class:`Ledger`, the content of privacy.json.
 """
 
@@ -37,6 +39,14 @@ from spti.privacy.budget import (
     dataset_size_statement,
     delta_warning,
     resolve_noise,
+)
+from spti.privacy.class_counts import (
+    allocate_sizes,
+    class_count_sigma_for_sigma,
+    composed_epsilon,
+    prior_sizes,
+    split_for_epsilon,
+    uniform_sizes,
 )
 from spti.privacy.discrete import (
     DEFAULT_USER_SCALE,
@@ -81,7 +91,10 @@ __all__ = [
     "PrivacyTotal",
     "ProcessingStep",
     "add_discrete_noise",
+    "allocate_sizes",
+    "class_count_sigma_for_sigma",
     "compare_noise",
+    "composed_epsilon",
     "dataset_size_statement",
     "default_delta",
     "delta_for_epsilon",
@@ -95,11 +108,14 @@ __all__ = [
     "grid_weights",
     "log_delta_for_epsilon",
     "mu_for_epsilon",
+    "prior_sizes",
     "resolve_noise",
     "rho_discrete",
     "rho_for_epsilon",
     "sigma_for_epsilon_discrete",
     "sigma_from_epsilon",
+    "split_for_epsilon",
+    "uniform_sizes",
     "validate_delta",
     "validate_epsilon",
     "validate_iterations",

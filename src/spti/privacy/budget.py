@@ -4,6 +4,10 @@ A budget is calibrated by the accountant proven for its kind of noise: exact Gau
 Gaussian (:mod:`spti.privacy.accountant`), the zCDP bound of the exact discrete Gaussian otherwise
 (:mod:`spti.privacy.discrete_accounting`). :func:`delta_warning` and :func:`dataset_size_statement` put in
 words what a budget protects and what it assumes; the CLI, the ledger and the report print them.
+
+A labelled run with DP class sizes (issue 12) spends part of the same budget on one noisy count per class:
+the budget then also holds the counts' noise σ_c, and ε, δ and μ are those of the histograms and the counts
+composed (the split: :mod:`spti.privacy.class_counts`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,15 @@ from spti.privacy.accountant import (
     validate_num_private,
     validate_sigma,
     validate_unit,
+)
+from spti.privacy.class_counts import (
+    class_count_sigma_for_sigma,
+    composed_epsilon,
+    composed_mu,
+    composed_rho,
+    count_share,
+    split_for_epsilon,
+    validate_share,
 )
 from spti.privacy.discrete import DEFAULT_USER_SCALE, NOISE_KINDS, validate_scale
 from spti.privacy.discrete_accounting import epsilon_discrete, rho_discrete, sigma_for_epsilon_discrete
@@ -78,7 +91,17 @@ class PrivacyBudget:
     ``grid``, accounted with its proven zCDP bound, so ε is a little larger at the same σ).
     ``num_private_is_bound``: ``num_private`` is a *public upper bound* on N given by the user (and used
     for the default δ), not the exact number of private units, which then appears nowhere in the budget.
-    The three are written by :meth:`to_dict` only when they differ from the defaults, so the record of a
+    ``class_count_sigma`` (σ_c): a labelled run with DP class sizes also releases ONE noisy count per class
+    (sensitivity 1, noise σ_c; :mod:`spti.privacy.class_counts`), and the budget covers both: μ =
+    √(T/σ² + 1/σ_c²), ε = ε of that composition. None: no class counts (unlabelled runs, public priors).
+    In a not-private run it is 0.0 (the counts are used without noise, and recorded so).
+    Discrete noise works for the counts too, on purpose rather than refused: the counts are summed from the
+    same integer grid weights as the votes (each record's or user's rows share exactly ``grid``), so the
+    count vector has integer entries and L2 sensitivity <= ``grid`` on the grid, exactly the histograms'
+    argument (CKS 2020 Thm. 4 / 14); it goes through the same ``release_histogram(kind="discrete",
+    grid=grid)`` and is accounted in the same zCDP composition: ρ = T·ρ(σ) + ρ(σ_c) with the sampler's
+    exact σ², split by the same share of ρ (= μ²/2).
+    These four are written by :meth:`to_dict` only when they differ from the defaults, so the record of a
     plain Gaussian run is unchanged.
 
     The constructor checks the fields against each other (μ = √T/σ, ε = ε(σ, T, δ)), so a budget read back
@@ -97,6 +120,7 @@ class PrivacyBudget:
     noise: str = "gaussian"
     grid: int | None = None
     num_private_is_bound: bool = False
+    class_count_sigma: float | None = None
 
     def __post_init__(self) -> None:
         validate_unit(self.unit)
@@ -109,6 +133,7 @@ class PrivacyBudget:
         _check_noise(self.noise, self.grid)
         if self.noise == "discrete":
             validate_scale(self.grid)
+        cc = self.class_count_sigma
         if not self.private:
             if not (
                 _real(self.epsilon, "epsilon") == math.inf
@@ -116,6 +141,8 @@ class PrivacyBudget:
                 and _real(self.mu, "mu") == math.inf
             ):
                 raise BudgetError("a not-private budget must have epsilon = inf, sigma = 0 and mu = inf")
+            if cc is not None and _real(cc, "class_count_sigma") != 0.0:
+                raise BudgetError("a not-private budget must have class_count_sigma = 0 (no noise) or none")
             return
         eps = _real(self.epsilon, "epsilon")
         if math.isinf(eps) or eps < 0:
@@ -123,16 +150,19 @@ class PrivacyBudget:
         d = validate_delta(self.delta, n, self.unit)
         s = validate_sigma(self.sigma)
         mu = _validate_mu(self.mu)
-        expected_mu = math.sqrt(t) / s
+        c = None if cc is None else validate_sigma(_real(cc, "class_count_sigma"))
+        expected_mu = composed_mu(s, t, c)
         if not math.isclose(mu, expected_mu, rel_tol=1e-9):
-            raise BudgetError(f"mu = {mu!r} does not match sqrt(T)/sigma = {expected_mu!r}")
-        actual = _epsilon_of(s, t, d, self.unit, self.noise, self.grid)
+            what = "sqrt(T)/sigma" if c is None else "sqrt(T/sigma^2 + 1/class_count_sigma^2)"
+            raise BudgetError(f"mu = {mu!r} does not match {what} = {expected_mu!r}")
+        actual = _epsilon_of(s, t, d, self.unit, self.noise, self.grid, c)
         if actual > eps * (1 + 1e-9) + 1e-12 or not math.isclose(
             actual, eps, rel_tol=_CONSISTENCY_RTOL, abs_tol=1e-12
         ):
+            counts = "" if c is None else f", class_count_sigma = {c!r}"
             raise BudgetError(
-                f"epsilon = {eps!r} does not match sigma = {s!r}, T = {t}, delta = {d!r}, which give epsilon = "
-                f"{actual!r}; rebuild the budget with PrivacyBudget.from_epsilon or from_sigma"
+                f"epsilon = {eps!r} does not match sigma = {s!r}{counts}, T = {t}, delta = {d!r}, which give "
+                f"epsilon = {actual!r}; rebuild the budget with PrivacyBudget.from_epsilon or from_sigma"
             )
 
     # -- constructors -------------------------------------------------------------------------------------
@@ -149,15 +179,23 @@ class PrivacyBudget:
         noise: str = "gaussian",
         grid: int | None = None,
         num_private_is_bound: bool = False,
+        class_count_share: float | None = None,
     ) -> PrivacyBudget:
         """Calibrate σ so that T iterations are (ε, δ)-DP; δ defaults to 1/(N ln N).
 
         ε = ∞ is refused (use :meth:`not_private`). ``noise="discrete"`` calibrates σ with the discrete
         sampler's zCDP accountant on the vote grid ``grid`` (None: :func:`resolve_noise`'s default).
         ``num_private_is_bound``: ``num_private`` is a public upper bound on N (see the class docstring).
+        ``class_count_share`` = s (labelled runs with DP class sizes): the T histograms and one class-count
+        release together spend (ε, δ), the counts taking the share s of μ² (of ρ for the discrete noise):
+        :func:`spti.privacy.class_counts.split_for_epsilon`, rounded so the composed ε is <= ε.
         """
         eps = validate_epsilon(epsilon)
         c = _Setting.of(iterations, num_private, delta, unit, noise, grid)
+        if class_count_share is not None:
+            sigma, sigma_c = split_for_epsilon(eps, c.delta, c.iterations, validate_share(class_count_share),
+                                               noise=c.noise, grid=c.grid)
+            return cls._private(c, eps, sigma, num_private_is_bound, sigma_c)
         if c.noise == "discrete":
             sigma = sigma_for_epsilon_discrete(eps, c.iterations, c.delta, unit=c.unit, scale=c.grid)
         else:
@@ -176,28 +214,47 @@ class PrivacyBudget:
         noise: str = "gaussian",
         grid: int | None = None,
         num_private_is_bound: bool = False,
+        class_count_share: float | None = None,
     ) -> PrivacyBudget:
-        """The (ε, δ) spent by T iterations with a given noise σ; δ defaults to 1/(N ln N)."""
+        """The (ε, δ) spent by T iterations with a given noise σ; δ defaults to 1/(N ln N).
+
+        ``class_count_share`` = s: the histograms keep σ and the class counts get σ_c = σ·√((1 − s)/(s·T))
+        (μ_c² = s/(1 − s)·T/σ², the share s of the composed μ²); ε is that of both together, so larger than
+        without the counts (:func:`spti.privacy.class_counts.class_count_sigma_for_sigma`)."""
         s = validate_sigma(sigma)
         c = _Setting.of(iterations, num_private, delta, unit, noise, grid)
-        return cls._private(c, _epsilon_of(s, c.iterations, c.delta, c.unit, c.noise, c.grid), s, num_private_is_bound)
+        sigma_c = None
+        if class_count_share is not None:
+            sigma_c = class_count_sigma_for_sigma(s, c.iterations, validate_share(class_count_share))
+        eps = _epsilon_of(s, c.iterations, c.delta, c.unit, c.noise, c.grid, sigma_c)
+        return cls._private(c, eps, s, num_private_is_bound, sigma_c)
 
     @classmethod
-    def _private(cls, c: _Setting, epsilon: float, sigma: float, num_private_is_bound: bool) -> PrivacyBudget:
+    def _private(cls, c: _Setting, epsilon: float, sigma: float, num_private_is_bound: bool,
+                 class_count_sigma: float | None = None) -> PrivacyBudget:
         t = c.iterations
-        return cls(epsilon, c.delta, sigma, t, math.sqrt(t) / sigma, c.num_private, c.unit, True,
-                   c.delta_is_default, c.noise, c.grid, bool(num_private_is_bound))
+        return cls(epsilon, c.delta, sigma, t, composed_mu(sigma, t, class_count_sigma), c.num_private, c.unit,
+                   True, c.delta_is_default, c.noise, c.grid, bool(num_private_is_bound), class_count_sigma)
 
     @classmethod
     def not_private(
-        cls, iterations: int, num_private: int, unit: str = "record", *, num_private_is_bound: bool = False
+        cls, iterations: int, num_private: int, unit: str = "record", *, num_private_is_bound: bool = False,
+        class_count_share: float | None = None,
     ) -> PrivacyBudget:
-        """An explicitly NOT differentially private run: σ = 0, ε = ∞ (for debugging and upper bounds)."""
+        """An explicitly NOT differentially private run: σ = 0, ε = ∞ (for debugging and upper bounds).
+
+        ``class_count_share`` given (a labelled run with DP class sizes): σ_c = 0 too, i.e. the class sizes
+        come from noise-free counts, recorded as not private like the rest of the run (the share is only
+        validated: nothing is spent)."""
         t = validate_iterations(iterations)
         n = validate_num_private(num_private)
         u = validate_unit(unit)
+        cc = None
+        if class_count_share is not None:
+            validate_share(class_count_share)
+            cc = 0.0
         return cls(math.inf, 0.0, 0.0, t, math.inf, n, u, False, False,
-                   num_private_is_bound=bool(num_private_is_bound))
+                   num_private_is_bound=bool(num_private_is_bound), class_count_sigma=cc)
 
     # -- serialisation ------------------------------------------------------------------------------------
 
@@ -211,6 +268,10 @@ class PrivacyBudget:
             del d["noise"], d["grid"]
         if not self.num_private_is_bound:
             del d["num_private_is_bound"]
+        if self.class_count_sigma is None:
+            del d["class_count_sigma"]
+        else:
+            d["class_count_sigma"] = float(self.class_count_sigma)
         return d
 
     @classmethod
@@ -235,6 +296,8 @@ class PrivacyBudget:
             noise=data.get("noise", "gaussian"),
             grid=data.get("grid"),
             num_private_is_bound=data.get("num_private_is_bound", False),
+            class_count_sigma=(None if data.get("class_count_sigma") is None
+                               else _float_from_json(data["class_count_sigma"], "class_count_sigma")),
         )
 
     def describe(self) -> str:
@@ -245,8 +308,9 @@ class PrivacyBudget:
         else:
             unit_n = f"N = {self.num_private} private {self.unit}{plural}"
         if not self.private:
+            counts = " nor in the class counts" if self.class_count_sigma is not None else ""
             return (
-                f"NOT differentially private: no noise (sigma = 0) in {self.iterations} iteration(s) over "
+                f"NOT differentially private: no noise (sigma = 0) in {self.iterations} iteration(s){counts} over "
                 f"{unit_n}. The output may reveal private data; do not release it as private."
             )
         if self.delta_is_default:
@@ -257,14 +321,26 @@ class PrivacyBudget:
             f"({self.epsilon:.4g}, {self.delta:.3g})-differentially private per {self.unit} "
             f"(add/remove one {self.unit}; delta{dflt}), {unit_n}: {self.iterations} noisy histogram(s) "
         )
+        cc = self.class_count_sigma
+        counts = "" if cc is None else (
+            f" and one noisy count per class (the class sizes) with noise sigma_c = {cc:.4g}, "
+            f"{100 * count_share(self.sigma, self.iterations, cc):.3g}% of the budget's "
+            + ("rho" if self.noise == "discrete" else "mu^2")
+        )
         if self.noise == "discrete":
-            rho = rho_discrete(self.sigma, self.iterations, unit=self.unit, scale=self.grid)
+            if cc is None:
+                rho = rho_discrete(self.sigma, self.iterations, unit=self.unit, scale=self.grid)
+            else:
+                rho = composed_rho(self.sigma, self.iterations, cc, grid=self.grid or 1)
             grid = f"on the vote grid 1/{self.grid}, " if self.grid != 1 else ""
+            together = " together" if cc is not None else ""
             return head + (
-                f"with exact discrete Gaussian noise sigma = {self.sigma:.4g} ({grid}{rho:.4g}-zCDP, the bound "
-                "proven for it by Canonne, Kamath & Steinke 2020)."
+                f"with exact discrete Gaussian noise sigma = {self.sigma:.4g}{counts} ({grid}{rho:.4g}-zCDP"
+                f"{together}, the bound proven for it by Canonne, Kamath & Steinke 2020)."
             )
-        return head + f"with Gaussian noise sigma = {self.sigma:.4g} (exactly {self.mu:.4g}-GDP)."
+        if cc is None:
+            return head + f"with Gaussian noise sigma = {self.sigma:.4g} (exactly {self.mu:.4g}-GDP)."
+        return head + f"with Gaussian noise sigma = {self.sigma:.4g}{counts}; together exactly {self.mu:.4g}-GDP."
 
 
 def resolve_noise(noise: Any, grid: Any, unit: str) -> tuple[str, int | None]:
@@ -314,8 +390,12 @@ class _Setting:
         return cls(t, n, u, kind, g, validate_delta(delta, n, u), False)
 
 
-def _epsilon_of(sigma: float, iterations: int, delta: float, unit: str, noise: str, grid: int | None) -> float:
-    """ε of T histograms at σ, δ with the accountant proven for the noise kind."""
+def _epsilon_of(sigma: float, iterations: int, delta: float, unit: str, noise: str, grid: int | None,
+                class_count_sigma: float | None = None) -> float:
+    """ε of T histograms at σ, δ (and of the class counts at σ_c when given, composed with them) with the
+    accountant proven for the noise kind."""
+    if class_count_sigma is not None:
+        return composed_epsilon(sigma, iterations, class_count_sigma, delta, noise=noise, grid=grid)
     if noise == "discrete":
         return epsilon_discrete(sigma, iterations, delta, unit=unit, scale=grid)
     return epsilon_for_delta(delta, math.sqrt(iterations) / sigma)

@@ -93,6 +93,11 @@ class NoiseSource:
     the noise of iteration ``t`` is drawn from ``SeedSequence(123, spawn_key=(t,))``, so it depends on the
     seed and the iteration only (not on numpy's global state nor on the order of calls), which lets tests
     check that a resumed run equals an uninterrupted one.
+
+    Iterations: PE's histogram of iteration t (1..T) uses ``iteration=t``. Iteration 0 (the initial
+    population) releases no histogram, so ``iteration=0`` is the noise stream of a labelled run's class counts
+    (:func:`spti.stages.budget.class_sizes_stage`), drawn once: in the insecure mode too, the counts' noise
+    never coincides with a histogram's.
     """
 
     def __init__(self, *, insecure_seed: int | None = None) -> None:

@@ -14,9 +14,9 @@ Robustness: every file but ``manifest.json`` is optional; a missing or malformed
 
 Layout (read at a glance): the first screen holds the guarantee in one sentence, the number of images, the
 key metrics (labelled) and the image grid (:mod:`~spti.report.summary`); then the curves over iterations and
-the class mix as plots; then the full metrics, the memorization and privacy audits, the budget, the
-population of each iteration; the details (models as key/value rows, stages, config, manifest) and the DP
-captions collapsed; the counters last.
+the class mix as plots; then the full metrics, the downstream accuracy (with its confusion matrices), the
+memorization and privacy audits, the budget, the population of each iteration; the details (models as
+key/value rows, stages, config, manifest) and the DP captions collapsed; the counters last.
 
 Module map: :mod:`~spti.report.reader` reads the run folder, :mod:`~spti.report.summary`,
 :mod:`~spti.report.sections` and :mod:`~spti.report.metrics_sections` build the sections from
@@ -35,7 +35,12 @@ from spti.errors import RunFolderError
 from spti.log import logger
 from spti.report.audit_section import audit_section
 from spti.report.markup import esc, section
-from spti.report.metrics_sections import curves_section, memorization_section, metrics_section
+from spti.report.metrics_sections import (
+    accuracy_section,
+    curves_section,
+    memorization_section,
+    metrics_section,
+)
 from spti.report.reader import RunReader
 from spti.report.sections import (
     captions_section,
@@ -138,6 +143,9 @@ def build_report(
         if optional:
             sections.append(optional)
     sections.append(met_html)
+    acc = accuracy_section(metrics)
+    if acc:
+        sections.append(acc)
     mem = memorization_section(run, metrics, show_private, max_images)
     if mem:
         sections.append(mem)

@@ -1,5 +1,7 @@
 """The report's metric sections: the final metrics with their "not differentially private" labels, the
-curves over iterations, and the memorization audit (private images only with ``show_private``)."""
+curves over iterations (a metric's per-class curves drawn together with its overall one), the downstream
+accuracy (ceiling, chance, per class, confusion matrix) and the memorization audit (private images only
+with ``show_private``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from spti.report.markup import NOT_DP_LABEL, esc, figure, fmt, notdp, note, section, table
-from spti.report.plots import flatten_numbers, num, png_plot
+from spti.report.plots import confusion_svg, flatten_numbers, num, png_lines, png_plot
 from spti.report.reader import RunReader
 
 
@@ -16,7 +18,14 @@ def metric_value_html(name: str, entry: Any) -> str:
     if not isinstance(entry, Mapping):
         return esc(fmt(entry))
     if "value" in entry:
-        return f"<strong>{esc(fmt(entry['value']))}</strong>"
+        main = f"<strong>{esc(fmt(entry['value']))}</strong>"
+        if isinstance(entry.get("chance"), Mapping):  # accuracy: the number means little without these two
+            ceiling = entry.get("ceiling")
+            c = ceiling.get("value") if isinstance(ceiling, Mapping) else None
+            bits = ([f"ceiling {esc(fmt(c))}"] if c is not None else []) + [
+                f"chance {esc(fmt(entry['chance'].get('uniform')))}"]
+            main += f" ({', '.join(bits)})"
+        return main
     if name == "prdc" or "precision" in entry:
         return "<br>".join(
             f"{esc(k)} <strong>{esc(fmt(entry.get(k)))}</strong>"
@@ -40,6 +49,7 @@ def metric_details(entry: Any) -> str:
         ("feature_space", "space"),
         ("n_real", "real"),
         ("n_synthetic", "synthetic"),
+        ("n_real_test", "real test"),
         ("implementation", "impl."),
         ("mode", "mode"),
         ("resolution", "resolution"),
@@ -124,11 +134,21 @@ def curves_section(data: Any) -> str | None:
         return None
     parts = [f"<h3>Metrics over iterations {notdp()}</h3>"]
     plots = []
+    groups = _per_class_groups(series)
+    grouped = {k for members in groups.values() for k in members}
     for k, pts in series.items():
         pts.sort()
-        uri = png_plot([p[0] for p in pts], [p[1] for p in pts], f"{k} ({NOT_DP_LABEL})", k)
+        if k in groups:  # one plot: the overall curve and one per class
+            lines = {"overall": pts, **{m.split(".per_class.", 1)[1]: series[m] for m in groups[k]}}
+            uri = png_lines(lines, f"{k}, per class ({NOT_DP_LABEL})", k)
+            alt = f"{k} over iterations, overall and per class"
+        elif k in grouped:
+            continue
+        else:
+            uri = png_plot([p[0] for p in pts], [p[1] for p in pts], f"{k} ({NOT_DP_LABEL})", k)
+            alt = f"{k} over iterations"
         if uri is not None:
-            plots.append(f'<img src="{uri}" alt="{esc(k)} over iterations">')
+            plots.append(f'<img src="{uri}" alt="{esc(alt)}">')
     if plots:
         parts.append('<div class="plots">' + "".join(plots) + "</div>")
     else:
@@ -144,6 +164,111 @@ def curves_section(data: Any) -> str | None:
         + ("</details>" if plots else "</div>")
     )
     return section("curves", "Over iterations", "".join(parts))
+
+
+def _per_class_groups(series: Mapping[str, Any]) -> dict[str, list[str]]:
+    """``{metric: [metric.per_class.<class>, ...]}`` for each metric with per-class curves; a per-class
+    series without its overall one is left to be drawn alone."""
+    groups: dict[str, list[str]] = {}
+    for k in series:
+        if ".per_class." in k:
+            base = k.split(".per_class.", 1)[0]
+            if base in series:
+                groups.setdefault(base, []).append(k)
+    return groups
+
+
+def _pct(v: Any) -> str:
+    x = num(v)
+    return "—" if x is None else f"{100 * x:.1f} %"
+
+
+def accuracy_section(data: Any) -> str | None:
+    """The downstream accuracy (classifiers trained on the synthetic images, tested on real labelled ones):
+    next to each result the ceiling (trained on real images) and chance, then per class, then the
+    confusion matrix; or None when no accuracy was measured."""
+    if not isinstance(data, Mapping) or not isinstance(data.get("metrics"), Mapping):
+        return None
+    entries = {k: v for k, v in data["metrics"].items()
+               if isinstance(v, Mapping) and str(k).startswith("accuracy") and isinstance(v.get("chance"), Mapping)}
+    if not entries:
+        return None
+    label = notdp()
+    real = data.get("real_labelled") if isinstance(data.get("real_labelled"), Mapping) else {}
+    parts = [
+        "<p>A classifier trained on the labelled synthetic images and tested on real labelled images "
+        "(the first number of the DP image benchmarks). Next to it: the <em>ceiling</em>, the same classifier "
+        "trained on real labelled images and tested on the same images, and <em>chance</em> (1 / the number "
+        f"of test classes; the share of the largest test class). {label}</p>"
+    ]
+    if real:
+        # the folders by name only: a real labelled set may itself be private data, and its path says so
+        def short(text: Any) -> str:
+            out = str(text or "")
+            for key in ("source", "train_source"):
+                src = real.get(key)
+                if isinstance(src, str) and src and not src.startswith("<"):
+                    out = out.replace(src, Path(src).name or src)
+            return esc(out)
+
+        on_private = bool(real.get("computed_on_private_data"))
+        parts.append(
+            f"<p>Test set: {'the run&#x27;s PRIVATE images, ' if on_private else ''}{short(real.get('test'))} — "
+            f"{esc(fmt(real.get('n_test')))} {label} images."
+            + (f" Ceiling trained on {short(real.get('ceiling_train'))}." if real.get("ceiling_train") else "")
+            + "</p>"
+        )
+    rows = []
+    for name, e in entries.items():
+        ceiling = e.get("ceiling") if isinstance(e.get("ceiling"), Mapping) else {}
+        rows.append(f"<tr><td><strong>{esc(name)}</strong><br><span class=\"note\">{esc(e.get('classifier'))}"
+                    f"</span></td><td><strong>{esc(_pct(e.get('value')))}</strong> {label}</td>"
+                    f"<td>{esc(_pct(ceiling.get('value')))} {label if ceiling else ''}</td>"
+                    f"<td>{esc(_pct(e['chance'].get('uniform')))} · {esc(_pct(e['chance'].get('majority')))} "
+                    f"{label}</td><td>{esc(fmt(e.get('n_synthetic')))} · {esc(fmt(e.get('n_real_test')))}</td></tr>")
+    parts.append("<table><thead><tr><th>classifier</th><th>trained on synthetic</th><th>ceiling (trained on "
+                 "real)</th><th>chance (uniform · majority)</th><th>images (synthetic · test)</th></tr>"
+                 "</thead><tbody>" + "".join(rows) + "</tbody></table>")
+    for name, e in entries.items():
+        parts.append(_accuracy_details(name, e))
+    return section("accuracy", "Downstream accuracy", "".join(parts))
+
+
+def _accuracy_details(name: str, e: Mapping[str, Any]) -> str:
+    label = notdp()
+    per = e.get("per_class") if isinstance(e.get("per_class"), Mapping) else {}
+    ceiling = e.get("ceiling") if isinstance(e.get("ceiling"), Mapping) else {}
+    cper = ceiling.get("per_class") if isinstance(ceiling.get("per_class"), Mapping) else {}
+    counts = e.get("n_test_per_class") if isinstance(e.get("n_test_per_class"), Mapping) else {}
+    only_syn = set(e.get("classes_only_synthetic") or [])
+    only_real = set(e.get("classes_only_real") or [])
+    rows = []
+    for c in sorted(set(per) | only_syn, key=str):
+        remark = ("not in the synthetic set: never predicted" if c in only_real
+                  else "only in the synthetic set" if c in only_syn else "")
+        rows.append(f"<tr><td>{esc(c)}</td><td>{esc(fmt(counts.get(c)))} {label if c in counts else ''}</td>"
+                    f"<td>{esc(_pct(per.get(c)))} {label if c in per else ''}</td>"
+                    f"<td>{esc(_pct(cper.get(c)))} {label if c in cper else ''}</td><td>{esc(remark)}</td></tr>")
+    out = [f"<h3>{esc(name)} {label}</h3>"]
+    if e.get("warning"):
+        out.append(note(str(e["warning"])))
+    out.append("<table><thead><tr><th>class</th><th>real test images</th><th>accuracy (trained on synthetic)"
+               "</th><th>ceiling</th><th></th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    shared = e.get("accuracy_shared_classes")
+    if only_real and shared is not None:
+        out.append(f"<p>On the test classes the synthetic set has: {esc(_pct(shared))} {label}.</p>")
+    cm = e.get("confusion")
+    if isinstance(cm, Mapping) and isinstance(cm.get("labels"), list) and isinstance(cm.get("matrix"), list):
+        pics = [confusion_svg([str(c) for c in cm["labels"]], cm["matrix"],
+                              f"{name}: trained on synthetic ({NOT_DP_LABEL})")]
+        ccm = ceiling.get("confusion")
+        if isinstance(ccm, Mapping) and isinstance(ccm.get("labels"), list) and isinstance(ccm.get("matrix"), list):
+            pics.append(confusion_svg([str(c) for c in ccm["labels"]], ccm["matrix"],
+                                      f"{name}: ceiling, trained on real ({NOT_DP_LABEL})"))
+        out.append('<div class="plots">' + "".join(f"<div>{p}</div>" for p in pics) + "</div>")
+        out.append(note("Confusion matrix: rows are the true classes of the real test images, columns the "
+                        "predicted classes; a cell's shade is its share of the row."))
+    return "".join(out)
 
 
 def memorization_section(run: RunReader, metrics: Any, show_private: bool, max_images: int) -> str | None:

@@ -71,6 +71,9 @@ class RunReader:
 
 _PRIVATE_CONFIG_KEYS = {"private", "data", "out", "private_paths", "path", "paths"}
 _COMMAND_KEYS = ("command", "last_command")
+#: Keys whose string value is a path to redact: the private data, and the accuracy metrics' real labelled
+#: sets (``evaluate.real_labelled`` / ``real_train``), often held-out private data too.
+_PATH_KEYS = ("private", "real_labelled", "real_train")
 
 
 def redact(obj: Any) -> Any:
@@ -93,7 +96,7 @@ def redact(obj: Any) -> Any:
                     kk: ("<redacted>" if kk in _PRIVATE_CONFIG_KEYS or "path" in str(kk) else vv)
                     for kk, vv in v.items()
                 }
-            elif k in ("out", "private_paths") or (k == "private" and isinstance(v, str)):
+            elif k in ("out", "private_paths") or (k in _PATH_KEYS and isinstance(v, str)):
                 out[k] = "<redacted>"
             else:
                 out[k] = redact(v)

@@ -5,7 +5,9 @@
 are merged there, never by :func:`spti.metrics.evaluate` (which only computes). The per-iteration
 evaluator records which image it rendered for each population member in its own file,
 ``checkpoints/iter_XXX/population_images.jsonl`` (``{"text", "image"}`` rows; the engine alone writes
-``population.jsonl``). With ``evaluate.ceiling`` (text voting), :func:`ceiling_stage` also renders a sample
+``population.jsonl``). The accuracy metrics (labelled runs) test on ``evaluate.real_labelled`` (or, only
+with ``evaluate.accuracy_on_private``, on the run's private images); per iteration they are trained on the
+population's renders with its classes (``IterationRecord.labels``), without the ceiling. With ``evaluate.ceiling`` (text voting), :func:`ceiling_stage` also renders a sample
 of the private captions into ``private/ceiling/`` and adds their metrics as metrics.json's ``ceiling`` entry.
 """
 
@@ -88,6 +90,42 @@ class MetricsFile:
         logger.info("evaluate: wrote %s", self.path)
 
 
+_ACCURACY_NAMES = ("accuracy", "accuracy-linear", "accuracy-cnn")
+
+
+def _wants_accuracy(metrics) -> bool:
+    return any(m in _ACCURACY_NAMES for m in metrics)
+
+
+def private_labelled(cfg: Config, ingested) -> Any:
+    """The run's private images with their class names, as the accuracy metrics' real set — used only with
+    ``evaluate.accuracy_on_private`` (marked ``run_private``: evaluate() refuses it otherwise)."""
+    from spti.metrics.imagesets import real_set
+    from spti.metrics.labelled import LabelledImages
+    from spti.stages.private import private_labels
+
+    labels = private_labels(cfg, ingested)
+    if labels is None:
+        return None
+    return LabelledImages(real_set(ingested), [labels.names[int(i)] for i in labels.index], run_private=True,
+                          description="the run's PRIVATE images (evaluate.accuracy_on_private)")
+
+
+def accuracy_options(cfg: Config, ingested, real_labelled: Any = None) -> dict[str, Any]:
+    """evaluate()'s accuracy arguments of a run: the real labelled set (``evaluate.real_labelled``, or the
+    private images with ``evaluate.accuracy_on_private``), the ceiling's training set, the linear probe's
+    feature space (the run's). Empty when no accuracy metric is asked for (the call stays as it was)."""
+    ev = cfg.evaluate
+    if not _wants_accuracy(ev.metrics):
+        return {}
+    if real_labelled is None:
+        real_labelled = ev.real_labelled
+        if real_labelled is None and ev.accuracy_on_private:
+            real_labelled = private_labelled(cfg, ingested)
+    return {"real_labelled": real_labelled, "real_train": ev.real_train,
+            "accuracy_on_private": ev.accuracy_on_private, "accuracy_space": _eval_space(cfg)}
+
+
 def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
     """Final metrics of the release against the private images (NOT differentially private)."""
     from spti.data.images import IngestResult
@@ -103,6 +141,7 @@ def evaluate_stage(run_dir: RunDir, cfg: Config) -> dict:
         memorization_space=_eval_space(cfg),
         cache_dir=eval_cache_dir(run_dir),
         max_images=cfg.evaluate.max_images,
+        **accuracy_options(cfg, ingested),
     )
     if cfg.evaluate.ceiling:
         ceiling = ceiling_stage(run_dir, cfg, ingested)
@@ -178,8 +217,10 @@ def ceiling_stage(run_dir: RunDir, cfg: Config, ingested) -> dict[str, Any] | No
     for p in paths:
         with Image.open(p) as im:
             images.append(im.convert("RGB"))
+    # accuracy needs each image's class, which the sampled private captions do not keep
     res = evaluate(
-        ingested, images, metrics=tuple(m for m in cfg.evaluate.metrics if m != "memorization"),
+        ingested, images, metrics=tuple(m for m in cfg.evaluate.metrics
+                                        if m != "memorization" and m not in _ACCURACY_NAMES),
         embedders=_eval_embedders(cfg), prdc_space=_eval_space(cfg), cache_dir=eval_cache_dir(run_dir),
         max_images=cfg.evaluate.max_images, captions=chosen,
     )
@@ -196,7 +237,8 @@ def ceiling_stage(run_dir: RunDir, cfg: Config, ingested) -> dict[str, Any] | No
 
 
 def _curve_values(metrics: dict[str, Any]) -> dict[str, float]:
-    """The numbers of one evaluation worth a curve: each metric's ``value``, or for PRDC its four scores."""
+    """The numbers of one evaluation worth a curve: each metric's ``value``, for PRDC its four scores, for
+    accuracy also each class's (``accuracy-linear.per_class.<class>``)."""
     out: dict[str, float] = {}
     for name, entry in metrics.items():
         if not isinstance(entry, dict):
@@ -206,6 +248,11 @@ def _curve_values(metrics: dict[str, Any]) -> dict[str, float]:
         for k in ("precision", "recall", "density", "coverage"):
             if isinstance(entry.get(k), (int, float)):
                 out[f"{name}.{k}"] = float(entry[k])
+        per_class = entry.get("per_class")
+        if isinstance(per_class, dict):
+            for c, v in per_class.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[f"{name}.per_class.{c}"] = float(v)
     return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
@@ -220,6 +267,32 @@ class PerIterationEvaluator:
         self.run_dir, self.cfg, self.render_cache, self.ingest_result = run_dir, cfg, render_cache, ingest_result
         self.metrics = tuple(m for m in cfg.evaluate.metrics if m != "memorization")
         self.metrics_file = MetricsFile(run_dir)
+        self._accuracy: dict[str, Any] | None = None  # evaluate()'s accuracy arguments, built once
+        self._label_names: list[str] | None = None
+
+    def _accuracy_args(self, rec: IterationRecord) -> dict[str, Any]:
+        """The accuracy arguments of one iteration: the real labelled set read once (its features and
+        pixels are then reused), the population's class names, no ceiling (it does not change)."""
+        if not _wants_accuracy(self.metrics):
+            return {}
+        if self._accuracy is None:
+            from spti.metrics.labelled import read_labelled
+
+            ev = self.cfg.evaluate
+            real = read_labelled(ev.real_labelled) if ev.real_labelled else None
+            self._accuracy = accuracy_options(self.cfg, self.ingest_result, real)
+        labels = getattr(rec, "labels", None)
+        names: list[str | None] | None = None
+        if labels is not None:
+            if self._label_names is None and any(not isinstance(v, str) for v in labels):
+                from spti.stages.private import private_labels
+
+                ls = private_labels(self.cfg, self.ingest_result)
+                self._label_names = list(ls.names) if ls is not None else []
+            table = self._label_names or []
+            names = [v if isinstance(v, str) else (table[int(v)] if 0 <= int(v) < len(table) else str(int(v)))
+                     for v in list(labels)]
+        return {**self._accuracy, "synthetic_labels": names, "accuracy_ceiling": False}
 
     def __call__(self, rec: IterationRecord) -> None:
         from PIL import Image
@@ -242,6 +315,7 @@ class PerIterationEvaluator:
             self.ingest_result, images, metrics=self.metrics, embedders=_eval_embedders(self.cfg),
             prdc_space=_eval_space(self.cfg),
             cache_dir=eval_cache_dir(self.run_dir), max_images=self.cfg.evaluate.max_images, captions=list(rec.population),
+            **self._accuracy_args(rec),
         )
         row = {"iteration": rec.iteration, **_curve_values(res.get("metrics", {}))}
         self.metrics_file.add_iteration(row)

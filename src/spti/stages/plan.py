@@ -1,7 +1,9 @@
 """The dry-run plan (``--dry-run``): what a run would do, before it reads any private image.
 
-Stages, models (secrets redacted), N and the privacy budget for the asked ε, and how many model calls each
-stage makes at most. A library function returning a dict; ``spti run|evolve --dry-run`` prints it as JSON.
+Stages, models (secrets redacted), N and the privacy budget for the asked ε, how many model calls each
+stage makes at most, and the votes-vs-noise check (``signal``: expected private votes per candidate next to
+σ, with a warning when σ is larger, :func:`spti.pe.advice.signal_plan`): the one setting that decides
+whether the evolution can follow the private data at all, known before anything runs. A library function returning a dict; ``spti run|evolve --dry-run`` prints it as JSON.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def dry_run_plan(cfg: Config, command: str) -> dict[str, Any]:
              "image_embedder": cfg.image_embedder, "renderer": cfg.renderer, "release_renderer": cfg.release_renderer}),
         "calls": {"llm": llm_calls},
         "evaluate": cfg.evaluate.to_dict() if hasattr(cfg.evaluate, "to_dict") else vars(cfg.evaluate),
+        "signal": _signal(cfg, n, b.sigma),
     }
     if command != "evolve":
         R = max(1, L)
@@ -57,6 +60,16 @@ def dry_run_plan(cfg: Config, command: str) -> dict[str, Any]:
             plan["calls"]["renderer (release)"] = 0 if cfg.release_renderer is None and cfg.render.images_per_caption <= R else N * cfg.render.images_per_caption
     plan["calls"]["text/image embeddings of candidates (at most)"] = N + T * new_per_iter * max(1, L)
     return plan
+
+
+def _signal(cfg: Config, n: int, sigma: float) -> dict[str, Any]:
+    """Votes per candidate vs σ (:func:`spti.pe.advice.signal_plan`); the warning is also logged."""
+    from spti.pe.advice import sigma_for, signal_plan, warn_if_signal_drowns
+
+    signal = signal_plan(cfg, n, sigma, sigma_of=lambda t: sigma_for(cfg, n, t))
+    if "warning" in signal:
+        warn_if_signal_drowns(cfg, n, sigma)
+    return signal
 
 
 def count_private_images(p: Path) -> int:

@@ -7,9 +7,9 @@ reused when the run resumes.
 
 Record independence. The DP analysis assumes that each private record's caption and features are a
 function of that record alone, so that adding or removing one record moves only its own vote. Two things
-here keep that true: every backend output is matched to its input one for one (``zip(..., strict=True)``
-after a count check: a plug-in that returns one caption too few fails with a :class:`BackendError` naming
-it, instead of shifting every later caption onto the wrong image or silently dropping records); and the
+here keep that true: every backend output is matched to its input one for one (the executor's worker
+checks the count of every batch, :mod:`spti.executor.tasks`: a plug-in that returns one caption too few
+fails with a :class:`BackendError` naming it, instead of shifting every later caption onto the wrong image or silently dropping records); and the
 optional *strict mode* (``strict: true`` in the captioner's or image embedder's config) runs the model on
 one image at a time in float32. Without it, batched inference (padding, fp16/bf16 kernels whose reduction
 order depends on the batch) can make one image's output differ in its last bits with the other images of
@@ -22,15 +22,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spti.config import Config
+from spti.config import Config, labelled
 from spti.data.io import atomic_save_npy, atomic_write_jsonl, read_jsonl
 from spti.data.run import RunDir
 from spti.errors import BackendError, ConfigError, InputError
-from spti.log import logger, progress
+from spti.log import logger
+
+if TYPE_CHECKING:
+    from spti.data.labels import LabelSet
 
 SHARD = 1024  # images per captioning / embedding shard (the unit of resumption)
 
@@ -46,6 +49,8 @@ def ingest_stage(run_dir: RunDir, cfg: Config):
         private_dir=run_dir.private,
         user_column=cfg.data.user_column,
         users_from_subfolders=cfg.data.users_from_subfolders,
+        label_column=cfg.data.label_column,
+        labels_from_subfolders=cfg.data.labels_from_subfolders,
         max_pixels=cfg.data.max_pixels,
         progress=cfg.progress,
     )
@@ -64,6 +69,36 @@ def private_units(cfg: Config, result) -> tuple[list[str] | None, int]:
             raise InputError("privacy.unit is 'user' but some images have no user id")
         return owners, len(set(owners))
     return None, len(result.records)
+
+
+def private_labels(cfg: Config, ingested) -> LabelSet | None:
+    """The classes of a labelled run and each ingested record's class (:class:`~spti.data.labels.LabelSet`,
+    rows in ``ingested.records`` order); None when the run is not labelled (:func:`spti.config.labelled`).
+
+    The label set is PUBLIC by the run's stated assumption (the ledger says so:
+    :data:`spti.privacy.class_counts.LABEL_SET_ASSUMPTION`): its names are the labels found in the private data plus
+    every label named in the config's ``classes``, so a class with no private image still exists and a user
+    can fix the class list publicly (the descriptions: ``cfg.classes.get(name, name)``). The per-record index
+    and every count made from it are private.
+
+    Raises InputError when the run is labelled but the ingestion is not (an ingestion saved by an unlabelled
+    run in the same folder: labels are read once, at ingestion, and kept in ``private/ingest.jsonl``)."""
+    from spti.data.labels import LabelSet
+
+    if not labelled(cfg):
+        return None
+    labels = [r.label for r in ingested.records]
+    if any(lab is None or not lab for lab in labels):
+        raise InputError(
+            "this run is labelled (data.labels_from_subfolders or data.label_column) but some ingested images "
+            "have no label: the ingestion in private/ was made without labels; start a new run folder (--out)"
+        )
+    result = LabelSet.from_labels(labels, cfg.classes)
+    unnamed = [n for n in result.names if n not in cfg.classes]
+    if cfg.classes and unnamed:
+        logger.warning("labels without a description in `classes` (their name is used in the prompts): %s",
+                       ", ".join(unnamed))
+    return result
 
 
 # ---------------------------------------------------------------------------------------- captioning
@@ -114,23 +149,26 @@ def strict_preprocessing_step(cfg: Config, *, captioned: bool) -> tuple[str, str
     return ("strict_preprocessing", STRICT_PREPROCESSING.format(what=what, out=out)) if on else None
 
 
-def _one_for_one(backend: Any, role: str, got: int, want: int) -> None:
-    """A backend must return one output per input: anything else would shift outputs onto the wrong
-    records (or drop records) without a trace."""
-    if got != want:
-        name = getattr(backend, "backend_name", "?")
-        if name == "?":  # a plug-in given as "package.module:Class" keeps the base class's placeholder
-            name = f"{type(backend).__module__}:{type(backend).__qualname__}"
-        raise BackendError(f"{role} {name!r} returned {got} outputs for a batch of {want} private inputs; a "
-                           f"{role} must return exactly one per input, in order")
+def _build(role: str, config: Any, executor: Any = None) -> Any:
+    """A model of ``role``: ``executor.backend(...)`` when a command's executor is given (on Ray a proxy whose
+    model lives on the replicas), else built here as the local stages always did."""
+    if executor is not None:
+        return executor.backend(role, config)
+    from spti.executor import build_backend
+
+    return build_backend(role, config)
 
 
-def caption_stage(run_dir: RunDir, cfg: Config, result, captioner=None) -> list[str]:
+def caption_stage(run_dir: RunDir, cfg: Config, result, captioner=None, *, executor=None) -> list[str]:
     """Caption every private image; captions go to private/captions/ in shards of SHARD images, so an
     interrupted run re-captions at most one shard. ``captioner`` is built from the config when a shard is
-    missing and none is given."""
-    from spti.data.images import iter_batches
-    from spti.models.captioner import build_captioner
+    missing and none is given: by ``executor`` (:meth:`spti.executor.Executor.backend`; on Ray the replicas
+    hold the model and this process loads none), else in this process.
+
+    The images go through :meth:`~spti.executor.Executor.stream` with ``split_every=SHARD``: every shard's
+    batches are cut from the shard's start (the batches of a loop over shards), and a shard is written
+    (atomically) as soon as all its captions are in, whichever replica made them."""
+    from spti.executor import step_for
 
     records = result.records
     shard_dir = run_dir.private / "captions"
@@ -138,17 +176,30 @@ def caption_stage(run_dir: RunDir, cfg: Config, result, captioner=None) -> list[
     n_shards = math.ceil(len(records) / SHARD)
     missing = [s for s in range(n_shards) if not (shard_dir / f"shard-{s:06d}.jsonl").is_file()]
     if missing:
-        captioner = captioner or build_captioner(captioner_config(cfg))
-        for s in progress(missing, desc="captioning", total=len(missing), unit="shard"):
-            recs = records[s * SHARD : (s + 1) * SHARD]
-            rows = []
-            for batch_recs, images in iter_batches(recs, captioner.batch_size, max_pixels=cfg.data.max_pixels,
-                                                   target_size=getattr(captioner, "input_size", None)):
-                caps = list(captioner.caption(images))
-                _one_for_one(captioner, "captioner", len(caps), len(batch_recs))
-                for r, c in zip(batch_recs, caps, strict=True):
-                    rows.append({"id": r.id, "user_id": r.user_id, "text": c})
-            atomic_write_jsonl(shard_dir / f"shard-{s:06d}.jsonl", rows)
+        ccfg = None
+        if captioner is None:
+            ccfg = captioner_config(cfg)
+            captioner = _build("captioner", ccfg, executor)
+        ex, step = step_for("captioner", captioner, executor=executor, config=ccfg, max_pixels=cfg.data.max_pixels,
+                            name="captioning")
+        recs = [r for s in missing for r in records[s * SHARD : (s + 1) * SHARD]]
+        # item k of recs -> (its shard, its row in the shard); shards are full except the last one
+        where: list[tuple[int, int]] = []
+        for s in missing:
+            where.extend((s, j) for j in range(len(records[s * SHARD : (s + 1) * SHARD])))
+        rows: dict[int, dict[int, dict[str, Any]]] = {}
+        for r, caps in ex.stream(step, recs, desc="captioning", split_every=SHARD):
+            for k, c in zip(r, caps, strict=True):
+                s, j = where[k]
+                rec = recs[k]
+                rows.setdefault(s, {})[j] = {"id": rec.id, "user_id": rec.user_id, "text": c}
+            for s in {where[k][0] for k in r}:
+                size = len(records[s * SHARD : (s + 1) * SHARD])
+                if len(rows[s]) == size:  # the shard is complete: write it, forget it
+                    done = rows.pop(s)
+                    atomic_write_jsonl(shard_dir / f"shard-{s:06d}.jsonl", [done[j] for j in range(size)])
+        if rows:  # stream() raises before this on a lost task; a guard against writing a partial set
+            raise BackendError("captioning ended with incomplete shards; run the same command again")
         run_dir.update_manifest(models={"captioner": captioner.info()})
     captions: list[str] = []
     empty = 0
@@ -173,27 +224,29 @@ def _finished_features(path: Path, n: int) -> np.ndarray | None:
     return None
 
 
-def embed_private_texts(run_dir: RunDir, embedder, texts: Sequence[str]) -> np.ndarray:
-    """Embed the private texts (or captions) once; the features stay in private/ (resume reuses them)."""
+def embed_private_texts(run_dir: RunDir, embedder, texts: Sequence[str], *, executor=None) -> np.ndarray:
+    """Embed the private texts (or captions) once; the features stay in private/ (resume reuses them).
+    ``embedder``: a live text embedder (run here, or on ``executor``) or the proxy of
+    :meth:`spti.executor.Executor.backend` (run on its executor's replicas)."""
+    from spti.executor import step_for
+
     path = run_dir.private / f"text_features-{embedder.cache_key}.npy"
     done = _finished_features(path, len(texts))
     if done is not None:
         return done
-    rows = []
-    batch = embedder.batch_size
-    for s in progress(range(0, len(texts), batch), desc="embedding private texts", total=math.ceil(len(texts) / batch)):
-        chunk = list(texts[s : s + batch])
-        vecs = np.asarray(embedder.embed(chunk), dtype=np.float32)
-        _one_for_one(embedder, "text embedder", vecs.shape[0] if vecs.ndim == 2 else 0, len(chunk))
-        rows.append(vecs)
-    feats = np.concatenate(rows) if rows else np.zeros((0, embedder.dim), np.float32)
+    ex, step = step_for("text_embedder", embedder, executor=executor, name="embedding private texts")
+    rows = ex.map(step, [str(t) for t in texts])
+    feats = np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, embedder.dim), np.float32)
     atomic_save_npy(path, feats)
     return np.load(path, mmap_mode="r")
 
 
-def embed_private_images(run_dir: RunDir, cfg: Config, result, embedder) -> np.ndarray:
-    """Private image features (for image voting), in shards then one memory-mapped .npy in private/."""
-    from spti.data.images import iter_batches
+def embed_private_images(run_dir: RunDir, cfg: Config, result, embedder, *, executor=None) -> np.ndarray:
+    """Private image features (for image voting), in shards then one memory-mapped .npy in private/.
+    ``embedder`` as for :func:`embed_private_texts`; each shard's batches are cut from the shard's start and
+    the shard is written (atomically) as soon as all its rows are in, so a resumed run redoes at most the
+    shards that were in flight."""
+    from spti.executor import step_for
 
     key = embedder.cache_key
     final = run_dir.private / f"image_features-{key}.npy"
@@ -204,18 +257,25 @@ def embed_private_images(run_dir: RunDir, cfg: Config, result, embedder) -> np.n
     shard_dir = run_dir.private / f"image_features-{key}"
     shard_dir.mkdir(parents=True, exist_ok=True)
     n_shards = math.ceil(len(records) / SHARD)
-    for s in progress(range(n_shards), desc="embedding private images", total=n_shards, unit="shard"):
-        p = shard_dir / f"shard-{s:06d}.npy"
-        if p.is_file():
-            continue
-        batches = iter_batches(records[s * SHARD : (s + 1) * SHARD], embedder.batch_size, max_pixels=cfg.data.max_pixels,
-                               target_size=getattr(embedder, "input_size", None))  # decode no larger than the model needs
-        feats = []
-        for _, images in batches:
-            vecs = np.asarray(embedder.embed(images), dtype=np.float32)
-            _one_for_one(embedder, "image embedder", vecs.shape[0] if vecs.ndim == 2 else 0, len(images))
-            feats.append(vecs)
-        atomic_save_npy(p, np.concatenate(feats))
+    missing = [s for s in range(n_shards) if not (shard_dir / f"shard-{s:06d}.npy").is_file()]
+    if missing:
+        ex, step = step_for("image_embedder", embedder, executor=executor, max_pixels=cfg.data.max_pixels,
+                            name="embedding private images")
+        recs = [r for s in missing for r in records[s * SHARD : (s + 1) * SHARD]]
+        where = [(s, j) for s in missing for j in range(len(records[s * SHARD : (s + 1) * SHARD]))]
+        rows: dict[int, dict[int, np.ndarray]] = {}
+        for r, vecs in ex.stream(step, recs, desc="embedding private images", split_every=SHARD):
+            for k, v in zip(r, vecs, strict=True):
+                s, j = where[k]
+                rows.setdefault(s, {})[j] = v
+            for s in {where[k][0] for k in r}:
+                size = len(records[s * SHARD : (s + 1) * SHARD])
+                if len(rows[s]) == size:  # the shard is complete: write it, forget it
+                    done_rows = rows.pop(s)
+                    atomic_save_npy(shard_dir / f"shard-{s:06d}.npy",
+                                    np.stack([done_rows[j] for j in range(size)]).astype(np.float32, copy=False))
+        if rows:  # stream() raises before this on a lost task; a guard against a partial set
+            raise BackendError("embedding of the private images ended with incomplete shards; run the same command again")
     dim = int(np.load(shard_dir / "shard-000000.npy", mmap_mode="r").shape[1])
     tmp = final.with_suffix(".tmp.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(records), dim))

@@ -10,19 +10,26 @@ run's ``data.private`` and the sha256 of every ingested private image are always
 (:func:`renderer_config`), so a private image cannot be released verbatim as a "render". (2) ``spti render
 --captions FILE`` renders whatever captions it is given; the release may carry the run's ledger only when
 they are the run's own DP captions (:func:`caption_provenance`, :func:`mark_release_coverage`).
+
+Labelled runs: each caption comes with its class (an index into the label set's names); every image rendered
+from it carries the class name in ``metadata.jsonl``'s ``label`` column and the classes go to
+``release/labels.json`` (:func:`spti.data.release.write_labels`), so that the release is an ImageFolder with
+labels. The class of a caption is DP output like the caption itself; the label set is public by the run's
+stated assumption (:mod:`spti.data.labels`).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from spti.config import Config
 from spti.data.cache import RenderCache, render_seed
 from spti.data.io import atomic_write_json, iter_jsonl, read_jsonl
-from spti.data.release import write_images
+from spti.data.release import write_images, write_labels
 from spti.data.run import RunDir
+from spti.errors import InputError
 from spti.hashing import content_key
 
 #: What release/privacy.json says when the rendered captions are not the run's DP output.
@@ -59,11 +66,19 @@ def private_image_hashes(run_dir: RunDir) -> set[str]:
     return {str(r["sha256"]).lower() for r in iter_jsonl(path) if r.get("sha256")}
 
 
-def build_run_renderer(run_dir: RunDir, cfg: Config, rcfg: dict[str, Any]):
-    """The renderer ``rcfg`` names, configured for this run (:func:`renderer_config`)."""
+def build_run_renderer(run_dir: RunDir, cfg: Config, rcfg: dict[str, Any], *, executor=None):
+    """The renderer ``rcfg`` names, configured for this run (:func:`renderer_config`), built by ``executor``
+    or else by the command's executor (:func:`spti.executor.active_executor`: with Ray, a proxy whose model
+    lives on the replicas, and every render goes through the cluster), else here."""
+    from spti.executor import active_executor
+
+    c = renderer_config(run_dir, cfg, rcfg)
+    ex = executor if executor is not None else active_executor()
+    if ex is not None:
+        return ex.backend("renderer", c)
     from spti.models.renderer import build_renderer
 
-    return build_renderer(renderer_config(run_dir, cfg, rcfg))
+    return build_renderer(c)
 
 
 def release_pairs(texts: Sequence[str], per_caption: int, base_seed: int) -> list[tuple[str, int]]:
@@ -78,21 +93,88 @@ def release_pairs(texts: Sequence[str], per_caption: int, base_seed: int) -> lis
     return pairs
 
 
-def render_stage(run_dir: RunDir, cfg: Config, texts: Sequence[str], renderer=None) -> list[dict[str, str]]:
+def caption_label_names(
+    cfg: Config, n: int, labels: Sequence[int] | Sequence[str] | Any, label_names: Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """(the class name of each of ``n`` captions, the class names) from ``labels``: class indices into
+    ``label_names`` (what the engine hands over), or class names. With names and no ``label_names`` the
+    classes are the names used plus those of ``cfg.classes``, sorted (as :class:`~spti.data.labels.LabelSet`
+    builds them)."""
+    import numpy as np
+
+    labels = list(labels.tolist() if isinstance(labels, np.ndarray) else labels)
+    if len(labels) != n:
+        raise InputError(f"render: {len(labels)} labels for {n} captions (one label per caption)")
+    if all(isinstance(x, str) for x in labels):
+        names = list(label_names) if label_names is not None else sorted(set(labels) | set(cfg.classes))
+        unknown = sorted(set(labels) - set(names))
+        if unknown:
+            raise InputError(f"render: labels {unknown[:5]} are not among the class names {names[:20]}")
+        return [str(x) for x in labels], [str(x) for x in names]
+    if label_names is None:
+        raise InputError("render: class indices need the class names (label_names)")
+    names = [str(x) for x in label_names]
+    out = []
+    for x in labels:
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or not 0 <= int(x) < len(names):
+            raise InputError(f"render: a label must be a class index in [0, {len(names)}) or a class name, got {x!r}")
+        out.append(names[int(x)])
+    return out, names
+
+
+def render_stage(run_dir: RunDir, cfg: Config, texts: Sequence[str], renderer=None, *,
+                 labels: Sequence[int] | Sequence[str] | None = None,
+                 label_names: Sequence[str] | None = None, executor=None) -> list[dict[str, str]]:
     """Render the DP captions into release/images + metadata.jsonl with ``renderer`` (default: the release
     renderer of the config, or its loop renderer). Renders already in the cache (image voting's loop
-    renders, or a previous interrupted render stage) are reused."""
+    renders, or a previous interrupted render stage) are reused.
+
+    Labelled runs: ``labels`` holds each caption's class (an index into ``label_names``, the label set's
+    names, or a class name: :func:`caption_label_names`); every metadata row gets ``"label": <name>`` and
+    ``release/labels.json`` lists the classes with their descriptions (``cfg.classes.get(name, name)``).
+    Without ``labels`` the release is unlabelled (a stale labels.json is removed). ``executor``: where a
+    renderer built here runs (:func:`build_run_renderer`)."""
+    per_caption: list[str] | None = None
+    names: list[str] | None = None
+    if labels is not None:
+        per_caption, names = caption_label_names(cfg, len(texts), labels, label_names)
     stats: Counter = Counter(run_dir.stats().get("renderer_calls", {}))
-    renderer = renderer or build_run_renderer(run_dir, cfg, cfg.release_renderer or cfg.renderer)
+    renderer = renderer or build_run_renderer(run_dir, cfg, cfg.release_renderer or cfg.renderer, executor=executor)
     cache = RenderCache(run_dir.cache, renderer, stats, "release")
     stats.setdefault("release", 0)
     pairs = release_pairs(texts, cfg.render.images_per_caption, cfg.render.seed)
     paths = cache.get_paths(pairs, desc="rendering the release")
-    rows = write_images(run_dir.release, [(t, p) for (t, _), p in zip(pairs, paths, strict=True)])
+    image_labels = None
+    if per_caption is not None:  # release_pairs: images_per_caption pairs per caption, in caption order
+        image_labels = [lab for lab in per_caption for _ in range(cfg.render.images_per_caption)]
+    rows = write_images(run_dir.release, [(t, p) for (t, _), p in zip(pairs, paths, strict=True)], labels=image_labels)
+    write_labels(run_dir.release, names, None if names is None else [cfg.classes.get(n, n) for n in names])
     run_dir.update_stats("renderer_calls", stats)
     run_dir.update_manifest(models={"release_renderer": renderer.info()})
-    run_dir.mark_stage("render", images=len(rows), renderer_calls=int(stats["release"]))
+    extra = {} if names is None else {"classes": len(names)}
+    run_dir.mark_stage("render", images=len(rows), renderer_calls=int(stats["release"]), **extra)
     return rows
+
+
+def caption_rows_labels(run_dir: RunDir, rows: Sequence[Mapping[str, Any]]) -> tuple[list[str] | None, list[str] | None]:
+    """``spti render --captions FILE``: (labels, label names) when every row of FILE has a ``label`` (e.g. a
+    labelled run's ``release/dp_captions.jsonl``), else (None, None). The class names are the release's
+    labels.json when it lists every label used, else None (:func:`caption_label_names` then builds them)."""
+    import json
+
+    labels = [r.get("label") for r in rows]
+    if not rows or not all(isinstance(x, str) and x for x in labels):
+        return None, None
+    names = None
+    path = run_dir.release / "labels.json"
+    if path.is_file():
+        try:
+            listed = [str(n) for n in json.loads(path.read_text(encoding="utf-8"))["names"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            listed = []
+        if listed and set(labels) <= set(listed):
+            names = listed
+    return labels, names  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------- spti render --captions

@@ -1,6 +1,7 @@
 """The captioner role: private image -> caption (the private textual intermediary).
 
 Backends: ``hf`` (BLIP/BLIP-2 image-to-text, Florence-2, chat VLMs through AutoModelForImageTextToText),
+``vllm`` (chat VLMs such as Qwen2-VL or LLaVA on vLLM's offline engine, for GPUs; ``spti[vllm]``),
 ``openai`` (OpenAI-compatible vision chat; sends private images to that server) and ``efficientnet-lite0``
 (bundled offline ImageNet classifier whose top labels become a caption).
 """

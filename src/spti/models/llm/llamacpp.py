@@ -11,18 +11,23 @@ for speed: on CPU a prompt token costs about as much as a generated one, so reus
 system prompt can save a good part of the time.
 
 Threads: prompt evaluation uses as many threads as generation (llama-cpp-python's default would use every
-logical CPU for it). Measured on a 2-core machine with one other busy process: 2 threads -> ~1 token/s,
-1 thread -> ~75 tokens/s; llama.cpp's threads spin at barriers and collapse when a core is taken.
+logical CPU for it). llama.cpp's threads wait for each other by spinning, so they collapse when another
+process takes a core: on 2 cores with one busy process, 2 threads write 0.31x the tokens/s of the idle
+machine, 1 thread 0.67x (but 0.68x when idle), ``OMP_WAIT_POLICY=PASSIVE`` 0.55x (0.47x idle).
+``n_threads: auto`` (the default) follows the load, re-measured about once a second
+(:class:`spti._threads.FreeCores`): 1.04x idle, 0.65x busy (benchmarks/bench_llm_threads.py).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from spti._threads import FreeCores, available_cpus
 from spti.errors import BackendError, ConfigError
 from spti.log import logger, progress
 from spti.models._hub import resolve_local_files_only
@@ -34,14 +39,11 @@ _INSTALL_HINT = "pip install 'spti[llamacpp]' (compiles llama.cpp: a few minutes
 
 
 def _default_threads() -> int:
-    """All CPUs this process may use on small machines (measured on an idle 2-vCPU machine: 2 threads
-    0.45 s per caption, 1 thread 0.79 s), half of them on larger ones (physical cores on hyper-threaded
-    servers, llama.cpp's own choice). On a machine shared with other busy processes, set ``n_threads``:
-    oversubscribed llama.cpp threads slow down by an order of magnitude."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        n = os.cpu_count() or 1
+    """The most threads worth using: all CPUs this process may use on small machines (an idle 2-vCPU
+    machine: 2 threads 0.45 s per caption, 1 thread 0.79 s), half of them on larger ones (physical cores
+    on hyper-threaded servers, llama.cpp's own choice). With ``n_threads: auto`` (the default) fewer are
+    used while other processes keep cores busy."""
+    n = available_cpus()
     return n if n <= 4 else max(n // 2, 1)
 
 
@@ -88,7 +90,9 @@ class LlamaCppLLM(LLM):
     Options: ``model`` (default: the bundled SmolLM2; a ``.gguf`` path, a folder, or a hub repo with
     ``gguf_file``), ``gguf_file``, ``revision``, ``local_files_only``, ``device`` (``auto`` offloads all
     layers to the GPU when llama.cpp was built with GPU support), ``n_ctx`` (prompt + reply tokens),
-    ``n_threads`` (default: all CPUs available to this process up to 4, half of them above),
+    ``n_threads`` (default ``auto``: at most all CPUs available to this process up to 4, half of them
+    above, and fewer while other processes keep cores busy, re-checked about once a second; an integer
+    fixes it),
     ``reuse_prompt_prefix`` (see the module docstring), ``chat_format`` (default: the GGUF's own template) and
     the extra sampling filters ``top_k``, ``min_p``, ``repeat_penalty``, off by default so that sampling
     depends on temperature and top_p only, as in the other backends.
@@ -103,7 +107,7 @@ class LlamaCppLLM(LLM):
         local_files_only: bool | None = None,
         device: str = "auto",
         n_ctx: int = 2048,
-        n_threads: int | None = None,
+        n_threads: int | str | None = None,
         reuse_prompt_prefix: bool = False,
         chat_format: str | None = None,
         top_k: int = 0,
@@ -112,15 +116,23 @@ class LlamaCppLLM(LLM):
     ) -> None:
         if not isinstance(n_ctx, int) or n_ctx < 16:
             raise ConfigError(f"n_ctx must be an integer >= 16, got {n_ctx!r}")
-        if n_threads is not None and (not isinstance(n_threads, int) or n_threads < 1):
-            raise ConfigError(f"n_threads must be a positive integer or null, got {n_threads!r}")
+        if n_threads is not None and n_threads != "auto" and (
+            not isinstance(n_threads, int) or isinstance(n_threads, bool) or n_threads < 1
+        ):
+            raise ConfigError(f"n_threads must be a positive integer, 'auto' or null, got {n_threads!r}")
         llama_cpp = _import_llama_cpp()
         lfo = resolve_local_files_only(local_files_only)
         self.path, self.bundled = resolve_gguf_file(model, gguf_file, revision=revision, local_files_only=lfo)
         self.model_id = str(model) if model else None
         self.revision = revision
         self.n_ctx = n_ctx
-        self.n_threads = n_threads or _default_threads()
+        self.auto_threads = n_threads in (None, "auto")
+        self.n_threads = _default_threads() if self.auto_threads else int(n_threads)  # type: ignore[arg-type]
+        self._free = FreeCores(self.n_threads) if self.auto_threads else None
+        if self._free is not None:
+            time.sleep(0.25)  # a first look at the other processes' CPU use before the first reply
+        self._threads_now = self._free.threads(force=True) if self._free is not None else self.n_threads
+        self.threads_used: dict[int, int] = {}  # replies per thread count (auto: shows the adaptation)
         self.reuse_prompt_prefix = bool(reuse_prompt_prefix)
         self.chat_format = chat_format
         self.top_k, self.min_p, self.repeat_penalty = int(top_k), float(min_p), float(repeat_penalty)
@@ -136,8 +148,8 @@ class LlamaCppLLM(LLM):
             self._llm: Any = llama_cpp.Llama(
                 model_path=str(self.path),
                 n_ctx=n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads,
+                n_threads=self._threads_now,
+                n_threads_batch=self._threads_now,
                 n_gpu_layers=self.n_gpu_layers,
                 chat_format=chat_format,
                 seed=0,
@@ -179,6 +191,7 @@ class LlamaCppLLM(LLM):
         replies: list[str] = []
         failures: list[str] = []
         for i, messages in enumerate(progress(convs, desc="LLM replies", unit="reply")):
+            self._adapt_threads()
             if not self.reuse_prompt_prefix:
                 self._llm.reset()  # see the module docstring
             try:
@@ -209,6 +222,19 @@ class LlamaCppLLM(LLM):
                 raise BackendError(f"llama.cpp failed on every conversation; first error: {failures[0]}")
         return replies
 
+    def _adapt_threads(self) -> None:
+        """``n_threads: auto``: before each reply, as many threads as the other processes leave cores free
+        (:class:`spti._threads.FreeCores`, re-measured at most once a second), at most ``n_threads``."""
+        if self._free is not None:
+            n = self._free.threads()
+            if n != self._threads_now:
+                import llama_cpp
+
+                llama_cpp.llama_set_n_threads(self._llm.ctx, n, n)
+                logger.debug("llama.cpp: %d thread(s) (other processes use %.1f cores)", n, self._free.others)
+                self._threads_now = n
+        self.threads_used[self._threads_now] = self.threads_used.get(self._threads_now, 0) + 1
+
     def info(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "backend": self.backend_name,
@@ -218,7 +244,8 @@ class LlamaCppLLM(LLM):
             "file_size": os.path.getsize(self.path) if self.path.is_file() else None,
             "n_ctx": self.n_ctx,
             "n_gpu_layers": self.n_gpu_layers,
-            "n_threads": self.n_threads,
+            "n_threads": "auto" if self.auto_threads else self.n_threads,
+            "max_threads": self.n_threads,
             "reuse_prompt_prefix": self.reuse_prompt_prefix,
             "chat_format": self.chat_format,
             "top_k": self.top_k,
