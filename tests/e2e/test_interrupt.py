@@ -35,10 +35,19 @@ def images(folder: Path, n: int = 12) -> Path:
     return folder
 
 
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT delivered and at its default, as from a shell. A child inherits an
+    ignored or blocked SIGINT from its parent, and in a full test session some library loaded earlier in the
+    pytest process can leave one behind (seen once, in a fresh venv, not reproduced alone): the command under
+    test must start as a user's would."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(cmd: list[str], tmp_path: Path, ready: Callable[[str], bool]) -> tuple[int, str, float]:
     """Start ``cmd``, wait until ``ready(stdout so far)``, send SIGINT; (status, stderr, seconds to exit)."""
     out, err = open(tmp_path / "stdout", "w+"), open(tmp_path / "stderr", "w+")
-    proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err, text=True)
+    proc = subprocess.Popen(cmd, env=ENV, stdout=out, stderr=err, text=True, preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while not ready((tmp_path / "stdout").read_text()):

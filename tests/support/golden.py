@@ -26,6 +26,7 @@ VOLATILE_KEYS = {"created", "finished", "spti_version", "python", "platform", "l
                  "timestamp", "generated", "elapsed_s", "seconds", "wall_s"}
 _TS = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d\d:\d\d|Z)?")
 _B64 = re.compile(r"data:[a-z/+.-]+;base64,[A-Za-z0-9+/=]+")
+_HTML_VOLATILE = re.compile(r"(&quot;(?:libraries|python|platform|spti_version)&quot;: )(?:\{[^{}]*\}|&quot;[^&]*&quot;)", re.S)
 _FLOAT = re.compile(r"(?<![\w.])-?\d+\.\d+(?:e[+-]?\d+)?")
 
 
@@ -98,6 +99,8 @@ def file_digest(p: Path, root: str) -> Any:
     if suffix in (".html",):
         html = _text(p.read_text(encoding="utf-8"), root)
         html = re.sub(r"<script.*?</script>", "<script/>", html, flags=re.S)
+        # the manifest dump in the report's details: versions and machine facts (as VOLATILE_KEYS in JSON)
+        html = _HTML_VOLATILE.sub(r"\1<volatile>", html)
         return _sha(html.encode())
     return _sha(p.read_bytes())
 
