@@ -142,12 +142,7 @@ class RenderCache:
         """Paths of the renders of ``(text, seed)`` pairs, rendering those not cached yet in batches of the
         renderer's own ``batch_size``."""
         batch_size = self.renderer.batch_size
-        todo, seen = [], set()
-        for t, s in pairs:
-            p = self.path(t, s)
-            if not p.is_file() and p not in seen:
-                todo.append((t, s))
-                seen.add(p)
+        todo = self.missing(pairs)
         if _remote(self.renderer):
             self._render_remote(todo, desc)
             return [self.path(t, s) for t, s in pairs]

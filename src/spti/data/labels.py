@@ -20,14 +20,13 @@ holds is private: those counts are only ever used through a DP estimate or repla
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from spti.data.users import id_text
 from spti.errors import InputError
 
 __all__ = ["MISSING_LABEL_STRINGS", "EmptyLabel", "LabelSet", "clean_label"]
@@ -51,23 +50,9 @@ def clean_label(value: Any) -> str | None:
     " 3 " are the class "3"); other values are ``str(value)`` with surrounding whitespace removed. Booleans
     stay "True" / "False".
     """
-    if value is None:
+    s = id_text(value)  # the same normalisation as user ids (spti.data.users)
+    if s is None:
         return None
-    if not isinstance(value, bool) and isinstance(value, numbers.Integral):
-        return str(int(value))
-    if not isinstance(value, bool) and isinstance(value, numbers.Real):
-        x = float(value)
-        if math.isnan(x):
-            return None
-        if x.is_integer():
-            return str(int(x))
-    else:
-        try:
-            if value != value:  # NaN-like objects (e.g. decimal.Decimal("NaN")) are not equal to themselves
-                return None
-        except (TypeError, ValueError):  # pandas.NA refuses a truth value
-            return None
-    s = str(value).strip()
     if not s:
         return EmptyLabel("")
     if s.lower() in MISSING_LABEL_STRINGS:

@@ -14,7 +14,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["MISSING_USER_STRINGS", "clean_user_id"]
+__all__ = ["MISSING_USER_STRINGS", "clean_user_id", "id_text"]
 
 #: Strings that mean "no value" when a table is written to text (pandas writes NaN as "nan" / "NaN" with
 #: some options, and pd.NA as "<NA>"); compared case-insensitively after stripping.
@@ -29,6 +29,17 @@ def clean_user_id(value: Any) -> str | None:
     and " 12 " are one user, "12"); other values are ``str(value)`` with surrounding whitespace removed
     (" alice" and "alice" are one user). Booleans stay "True" / "False".
     """
+    s = id_text(value)
+    if not s or s.lower() in MISSING_USER_STRINGS:
+        return None
+    return s
+
+
+def id_text(value: Any) -> str | None:
+    """The one normalisation of a table cell that names something (a user, a class): None for a missing
+    value (None, NaN of any kind, pandas' NA); integral numbers without a fraction (12, 12.0, np.int64(12),
+    " 12 " -> "12"); anything else ``str(value)`` stripped (possibly ""). Shared by :func:`clean_user_id`
+    and :func:`spti.data.labels.clean_label`, which differ only in which strings they treat as missing."""
     if value is None:
         return None
     if not isinstance(value, bool) and isinstance(value, numbers.Integral):
@@ -45,7 +56,4 @@ def clean_user_id(value: Any) -> str | None:
                 return None
         except (TypeError, ValueError):  # e.g. pandas.NA refuses a truth value
             return None
-    s = str(value).strip()
-    if not s or s.lower() in MISSING_USER_STRINGS:
-        return None
-    return s
+    return str(value).strip()
