@@ -110,9 +110,12 @@ def test_counts_at_high_epsilon_follow_the_private_sizes(tmp_path):
     cfg = _cfg(unit="user", epsilon=2000.0, delta=1e-3)
     budget = make_budget(cfg, 10)
     assert budget.class_count_sigma < 0.1
-    sizes = class_sizes_stage(RunDir(tmp_path / "run"), cfg, budget, _labels(), _weights(budget), 120, NoiseSource())
+    sizes = class_sizes_stage(RunDir(tmp_path / "run"), cfg, budget, _labels(), _weights(budget), 120,
+                              NoiseSource(insecure_seed=11))  # fixed noise: the bound below cannot flake
     exact = np.bincount(INDEX, weights=contribution_weights(OWNERS, len(OWNERS)), minlength=3)
-    assert sizes.sum() == 120 and np.abs(sizes - allocate_sizes(exact, 120)).max() <= 1  # noise of ~0.1 user
+    # 120 seats for 10 users' weight: 12 seats per unit of weight, so noise within 3σ_c (< 0.3) moves a class
+    # by at most ~4 seats
+    assert sizes.sum() == 120 and np.abs(sizes - allocate_sizes(exact, 120)).max() <= 4
 
 
 def test_resume_with_another_share_or_mode_is_refused(tmp_path):
