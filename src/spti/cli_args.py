@@ -35,7 +35,7 @@ def _add_pe(p: argparse.ArgumentParser) -> None:
     g.add_argument("--iterations", type=int, help="PE iterations T (default 10)")
     g.add_argument("--population", type=int, help="synthetic population size (default 2000)")
     g.add_argument("--variations", type=int, help="variations per parent (default 6)")
-    g.add_argument("--selection", choices=("rank", "sample"))
+    g.add_argument("--selection", choices=("rank", "sample", "systematic"))
     g.add_argument("--threshold", type=float, help="noisy counts below H are zeroed (default 0)")
     g.add_argument("--lookahead", type=int, help="vote against the mean of L variations/renders")
     g.add_argument("--llm", help="LLM backend name (llamacpp, gguf, hf, openai, vllm)")

@@ -87,7 +87,7 @@ def _run_stages(run_dir: RunDir, cfg: Config, ex: Executor, *, stop_after: int |
     owners, num_units = private_units(cfg, ingested)
     labels = private_labels(cfg, ingested)  # None unless the run is labelled
     _stop_if(stop_before, "caption")
-    warn_if_weak_voting(cfg)  # a voting mode measured weak for this captioner (docs/QUALITY.md)
+    warn_if_weak_voting(cfg, num_units)  # a mode measured weak for this captioner; sigma above the votes per candidate
     setup_voting = setup_text_voting if cfg.pe.voting == "text" else setup_image_voting
     set_stage("caption" if cfg.pe.voting == "text" else "private image embedding")
     voting = setup_voting(run_dir, cfg, ingested, executor=ex)
