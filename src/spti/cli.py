@@ -207,7 +207,12 @@ def cmd_caption(a: argparse.Namespace) -> int:
 def cmd_render(a: argparse.Namespace) -> int:
     from spti.data.io import read_jsonl
     from spti.stages import finish_release_docs, open_run
-    from spti.stages.render import caption_provenance, caption_rows_labels, mark_release_coverage, render_stage
+    from spti.stages.render import (
+        caption_provenance,
+        caption_rows_labels,
+        mark_release_coverage,
+        render_stage,
+    )
 
     cfg = _config(a)
     caption_rows = read_jsonl(a.captions)

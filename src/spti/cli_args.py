@@ -156,7 +156,6 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="offline demo on Fashion-MNIST with the bundled models")
     s.add_argument("--out")
     from spti.demo import DEFAULTS
-
     from spti.demo_conditional import CONDITIONAL_DEFAULTS as CD
 
     # size defaults are None here: --conditional has its own (cli.cmd_demo fills in the plain demo's)

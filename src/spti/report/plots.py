@@ -11,62 +11,60 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 
-def png_plot(xs: Sequence[float], ys: Sequence[float], title: str, ylabel: str) -> str | None:
-    """A small line plot as a data URI, drawn with the Agg canvas directly (no pyplot: no global backend
-    switch in the caller's process). None when matplotlib is not installed."""
+def _iteration_axes(height: float) -> tuple[Any, Any] | None:
+    """A small figure on the Agg canvas directly (no pyplot: no global backend switch in the caller's
+    process) and its axes; None when matplotlib is not installed."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
         return None
-    fig = Figure(figsize=(4.8, 3.0), dpi=100)
+    fig = Figure(figsize=(4.8, height), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    ax.plot(xs, ys, marker="o", linewidth=1.5, markersize=3.5, color="#3461c1")
+    return fig, fig.add_subplot(1, 1, 1)
+
+
+def _finish(fig: Any, ax: Any, title: str, ylabel: str, *, legend_entries: int = 0) -> str:
+    """Title, "iteration" x axis with integer ticks, grid, an optional legend; the figure as a PNG data URI."""
+    from matplotlib.ticker import MaxNLocator
+
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("iteration", fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     ax.grid(True, alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.tick_params(labelsize=8)
+    if 0 < legend_entries <= 12:
+        ax.legend(fontsize=6, ncol=2 if legend_entries > 6 else 1, loc="best")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def png_plot(xs: Sequence[float], ys: Sequence[float], title: str, ylabel: str) -> str | None:
+    """A small line plot as a data URI. None when matplotlib is not installed."""
+    made = _iteration_axes(3.0)
+    if made is None:
+        return None
+    fig, ax = made
+    ax.plot(xs, ys, marker="o", linewidth=1.5, markersize=3.5, color="#3461c1")
+    return _finish(fig, ax, title, ylabel)
 
 
 def png_lines(series: Mapping[str, Sequence[tuple[float, float]]], title: str, ylabel: str) -> str | None:
     """Several curves over iterations in one small plot (a metric overall and per class), as a data URI;
     the first series is drawn thick (the overall one). None when matplotlib is not installed."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
+    made = _iteration_axes(3.2)
+    if made is None:
         return None
-    fig = Figure(figsize=(4.8, 3.2), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = made
     for i, (name, pts) in enumerate(series.items()):
         pts = sorted(pts)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o" if i == 0 else None,
                 linewidth=2.2 if i == 0 else 1.0, markersize=3.5, label=str(name)[:24],
                 color="#1f2430" if i == 0 else None, alpha=1.0 if i == 0 else 0.8)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel("iteration", fontsize=9)
-    ax.set_ylabel(ylabel, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.tick_params(labelsize=8)
-    if len(series) <= 12:
-        ax.legend(fontsize=6, ncol=2 if len(series) > 6 else 1, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return _finish(fig, ax, title, ylabel, legend_entries=len(series))
 
 
 def confusion_svg(labels: Sequence[str], matrix: Sequence[Sequence[float]], title: str) -> str:
