@@ -31,12 +31,12 @@ WEAK_TEXT_VOTING_CAPTIONERS = ("efficientnet-lite0",)
 #: Mean of max(Z, 0) for Z ~ N(0, 1): the noise mass a candidate without votes brings to selection, in σ.
 _POSITIVE_NOISE_MEAN = 1.0 / math.sqrt(2.0 * math.pi)
 
-_warned: set[tuple[Any, ...]] = set()
-
-
 def warn_if_weak_voting(cfg, num_units: int | None = None) -> bool:
-    """Log one warning (once per process and configuration) when ``cfg`` votes with text through a
-    captioner known to be weak for it. Returns whether it warned.
+    """Log a warning when ``cfg`` votes with text through a captioner known to be weak for it. Returns whether
+    it warned.
+
+    Why no "once per process": every run writes its own log (``run.log``), and the advice belongs in each of
+    them; a process-wide memory made a run's log depend on which runs came before it in the same process.
 
     With ``num_units`` (N: records or users) it also runs :func:`warn_if_signal_drowns`, so the one call at
     the start of ``spti run`` gives both pieces of advice."""
@@ -46,10 +46,6 @@ def warn_if_weak_voting(cfg, num_units: int | None = None) -> bool:
     captioner = str((cfg.captioner or {}).get("backend", ""))
     if voting != "text" or captioner not in WEAK_TEXT_VOTING_CAPTIONERS:
         return False
-    key = (voting, captioner)
-    if key in _warned:
-        return False
-    _warned.add(key)
     logger.warning(
         "pe.voting is 'text' with the %s captioner: its tag captions keep little of each image, and text "
         "voting with them follows the private data much less well than image voting on the same data "
@@ -145,7 +141,7 @@ def drowning_message(votes: float, sigma: float) -> str:
 
 
 def warn_if_signal_drowns(cfg, num_units: int, sigma: float | None = None) -> bool:
-    """Log one warning (once per process and setting) when σ exceeds the expected votes per candidate.
+    """Log a warning when σ exceeds the expected votes per candidate.
     ``sigma`` None: computed from ``cfg``'s budget for N = ``num_units``. Returns whether it warned."""
     if getattr(cfg.privacy, "not_private", False):
         return False
@@ -157,9 +153,5 @@ def warn_if_signal_drowns(cfg, num_units: int, sigma: float | None = None) -> bo
     votes = votes_per_candidate(public_units(cfg, num_units), cfg.pe)
     if sigma <= 0 or votes >= sigma:
         return False
-    key = ("drowns", round(votes, 2), round(float(sigma), 2))
-    if key in _warned:
-        return False
-    _warned.add(key)
     logger.warning("pe: %s.", drowning_message(votes, float(sigma)))
     return True
