@@ -18,10 +18,7 @@ def _images(tmp_path, n):
 
 
 @pytest.fixture(autouse=True)
-def _fresh_advice(monkeypatch):
-    from spti.pe import advice
-
-    monkeypatch.setattr(advice, "_warned", set())
+def _no_hub_offline(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the default renderer's hub id need not be cached
 
 
