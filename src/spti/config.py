@@ -168,6 +168,10 @@ class ExecutorConfig:
     gpus_per_replica: float = 0.0
     batch_size: int | None = None  # items per task; None: the backend's batch_size x batches_per_task
     batches_per_task: int = 1
+    # conversations per LLM call when a generation round is cut into calls (LLM backends that allow it:
+    # llamacpp, vllm, openai; same replies whatever the value): the calls run on all LLM replicas at once and,
+    # in image voting, each call's replies are rendered and embedded while the LLM writes the next ones
+    llm_chunk: int = 64
     # per-role overrides, e.g. {"renderer": {"gpus_per_replica": 1, "workers": 8}, "text_embedder": {...}}
     roles: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -303,6 +307,8 @@ class Config:
                "executor.cpus_per_replica must be > 0 and executor.gpus_per_replica >= 0")
         _check((ex.batch_size is None or ex.batch_size >= 1) and ex.batches_per_task >= 1,
                "executor.batch_size and executor.batches_per_task must be >= 1")
+        _check(isinstance(ex.llm_chunk, int) and not isinstance(ex.llm_chunk, bool) and ex.llm_chunk >= 1,
+               f"executor.llm_chunk must be a positive integer, got {ex.llm_chunk!r}")
         _check_accuracy(self, need_private)
         if need_private:
             _check(bool(self.data.private), "data.private: the private data to use is required")

@@ -101,31 +101,49 @@ def _diff(a: str, b: str) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("voting", ["image", "text"])
+@pytest.mark.parametrize("voting", ["image", "image-stream", "text-split"])
 def test_a_run_on_ray_writes_the_local_run_folder(ray_cluster, tmp_path, voting):
     """The same small run, local and on two Ray replicas per model stage: equal run-folder digests (every
     caption, feature, render, histogram, release image and ledger entry). Image voting also has an image
     embedder whose replica process dies at its second batch of the private embedding stage: Ray restarts it,
-    the stage completes without duplicates or gaps, and the run folder is still the local one."""
+    the stage completes without duplicates or gaps, and the run folder is still the local one.
+
+    ``image-stream``: a splittable LLM with ``executor.llm_chunk: 5``: every generation round is cut into
+    calls on both LLM replicas and streamed into the renderers and image embedders (spti.pe.stream), locally
+    the same calls one after the other. ``text-split``: text voting with the splittable LLM: rounds cut into
+    calls on both replicas, the same replies as one local call."""
     from spti.pipeline import run
 
     marker = tmp_path / "replica-died"
     over = {}
+    mode = voting.split("-")[0]
     if voting == "image":
         over["image_embedder"] = {"backend": "support.executor_run_fakes:DyingMeanColourEmbedder",
                                   "marker": str(marker), "batch_size": 4}
+    local_executor = None
+    ray_executor = RAY
+    if voting != "image":
+        over["llm"] = {"backend": "support.fakes:SplittableScriptedLLM"}
+        local_executor, ray_executor = {"kind": "local", "llm_chunk": 5}, {**RAY, "llm_chunk": 5}
     from support.fakes import ColourCaptioner, SolidRenderer
 
     ColourCaptioner.calls = SolidRenderer.calls = 0
-    run(_config(tmp_path / "ray", voting, RAY, **over))
+    run(_config(tmp_path / "ray", mode, ray_executor, **over))
     assert ColourCaptioner.calls == SolidRenderer.calls == 0  # every caption and render came from a replica
     if voting == "image":
         assert marker.is_file() and int(marker.read_text()) != os.getpid()  # a replica process really died
-    run(_config(tmp_path / "local", voting, **over))  # the marker exists now: no death in this process
+    run(_config(tmp_path / "local", mode, local_executor, **over))  # the marker exists now: no death here
     want, got = digest(tmp_path / "local" / "run"), digest(tmp_path / "ray" / "run")
     assert got == want, _diff(want, got)
     manifest = json.loads((tmp_path / "ray" / "run" / "manifest.json").read_text())
-    assert manifest["models"]["llm"] == {"backend": "scripted", "garbage": 0.2}  # described by a replica
+    name = "scripted" if voting == "image" else "scripted-splittable"
+    assert manifest["models"]["llm"] == {"backend": name, "garbage": 0.2}  # described by a replica
+    stats = json.loads((tmp_path / "ray" / "run" / "stats.json").read_text())["evolve"]
+    if voting == "image-stream":  # rounds were cut into calls and their renders made on the way
+        assert stats["random.streamed_calls"] >= 2 and stats["variation.streamed_calls"] >= 2 * 4  # 8, 16 convs
+        assert stats["variation.streamed_renders"] > 0
+    else:
+        assert not any("streamed" in k for k in stats)
 
 
 @pytest.mark.slow

@@ -292,6 +292,9 @@ def test_llamacpp_tiny_gguf_reproducible_per_seed(tiny_gguf):
         assert len(a) == 3 and a == b and a != c
         # A reply does not depend on the rest of the call: same seed and index, same reply.
         assert llm.generate(convs[:1], max_new_tokens=12, temperature=1.0, seed=1) == a[:1]
+        # splittable: the call cut in two (first_index) gives the replies of the whole call
+        assert llm.splittable
+        assert llm.generate(convs[1:], max_new_tokens=12, temperature=1.0, seed=1, first_index=1) == a[1:]
         g1 = llm.generate(convs, max_new_tokens=12, temperature=0)
         assert g1 == llm.generate(convs, max_new_tokens=12, temperature=0)
         assert llm.generate([], max_new_tokens=4) == []
@@ -432,6 +435,8 @@ def test_vllm_sampling_params():
     )
     assert [p["seed"] for p in ps] == [derive_seed(5, i) for i in range(3)]
     assert ps == sampling_params_kwargs(3, max_new_tokens=20, temperature=0.7, top_p=0.9, seed=5)
+    # a round cut into calls: the part starting at 1 carries the seeds of conversations 1 and 2
+    assert sampling_params_kwargs(2, max_new_tokens=20, temperature=0.7, top_p=0.9, seed=5, first_index=1) == ps[1:]
     greedy = sampling_params_kwargs(1, max_new_tokens=4, temperature=0, top_p=0.5, seed=None)[0]
     assert greedy["temperature"] == 0 and greedy["top_p"] == 1.0 and greedy["seed"] is None
     with pytest.raises(ConfigError):

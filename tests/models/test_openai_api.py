@@ -197,6 +197,9 @@ def test_llm_round_trip_and_payload(srv):
     assert out == ["reply to: a", "reply to: b", "reply to: c"]
     bodies = sorted((r.body for r in srv.requests), key=lambda b: b["seed"])
     assert [b["seed"] for b in bodies] == [10, 11, 12]
+    # splittable: the part of a round that starts at conversation 3 sends the seeds of 3 and 4
+    llm.generate([conv("d"), conv("e")], max_new_tokens=20, temperature=0.7, top_p=0.9, seed=10, first_index=3)
+    assert llm.splittable and sorted(r.body["seed"] for r in srv.requests[3:]) == [13, 14]
     b = bodies[0]
     assert b["model"] == "gpt-test" and b["max_tokens"] == 20 and b["temperature"] == 0.7
     assert b["top_k"] == 5 and "top_p" not in b  # extra_body merged; None removes a key

@@ -45,27 +45,43 @@ class ScriptedLLM(LLM):
 
     def generate(self, conversations, *, max_new_tokens=64, temperature=1.0, top_p=1.0, seed=None) -> list[str]:
         rng = np.random.default_rng(seed)
-        out = []
-        for conv in conversations:
-            self.calls += 1
-            if self.delay:
-                import time
+        return [self._reply(conv, rng) for conv in conversations]
 
-                time.sleep(self.delay)
-            prompt = conv[-1]["content"]
-            if self.always_garbage or rng.random() < self.garbage:
-                out.append(rng.choice(["", "I'm sorry, I cannot help with that.", "_ _ _", "the the the the the the the the"]))
-                continue
-            parts = prompt.split("\n\n")
-            if len(parts) >= 3:  # a variation prompt: template, parent, "Caption:"
-                c, o, p = parse(parts[1])
-                attrs = [c or rng.choice(COLOURS), o or rng.choice(OBJECTS), p or rng.choice(PLACES)]
-                which = rng.integers(3)
-                attrs[which] = rng.choice([COLOURS, OBJECTS, PLACES][which])
-                out.append("Sure! Here is the caption:\n" + caption(*attrs))
-            else:
-                out.append(f'"{caption(rng.choice(COLOURS), rng.choice(OBJECTS), rng.choice(PLACES))}"')
-        return out
+    def _reply(self, conv, rng) -> str:
+        self.calls += 1
+        if self.delay:
+            import time
+
+            time.sleep(self.delay)
+        prompt = conv[-1]["content"]
+        if self.always_garbage or rng.random() < self.garbage:
+            return str(rng.choice(["", "I'm sorry, I cannot help with that.", "_ _ _", "the the the the the the the the"]))
+        parts = prompt.split("\n\n")
+        if len(parts) >= 3:  # a variation prompt: template, parent, "Caption:"
+            c, o, p = parse(parts[1])
+            attrs = [c or rng.choice(COLOURS), o or rng.choice(OBJECTS), p or rng.choice(PLACES)]
+            which = rng.integers(3)
+            attrs[which] = rng.choice([COLOURS, OBJECTS, PLACES][which])
+            return "Sure! Here is the caption:\n" + caption(*attrs)
+        return f'"{caption(rng.choice(COLOURS), rng.choice(OBJECTS), rng.choice(PLACES))}"'
+
+
+class SplittableScriptedLLM(ScriptedLLM):
+    """:class:`ScriptedLLM` with one random stream per reply, seeded by ``derive_seed(seed, first_index + i)``
+    as the llama.cpp and vLLM backends seed theirs: a ``splittable`` backend, so executors cut its rounds into
+    calls and image voting streams them into the renderer."""
+
+    splittable = True
+
+    def info(self):
+        return {"backend": "scripted-splittable", "garbage": self.garbage}
+
+    def generate(self, conversations, *, max_new_tokens=64, temperature=1.0, top_p=1.0, seed=None,
+                 first_index=0) -> list[str]:
+        from spti.models.llm import derive_seed
+
+        return [self._reply(conv, np.random.default_rng(None if seed is None else derive_seed(seed, first_index + i)))
+                for i, conv in enumerate(conversations)]
 
 
 class BowEmbedder(TextEmbedder):

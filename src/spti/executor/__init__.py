@@ -55,7 +55,7 @@ def make_executor(cfg: Any = None, **overrides: Any) -> Executor:
         raise ConfigError(f"executor: expected a config or an executor section, got {type(sec).__name__}")
     d.update({k: v for k, v in overrides.items() if v is not None})
     kind = d.pop("kind", "local") or "local"
-    common = {k: d.pop(k) for k in ("batches_per_task", "batch_size") if k in d}
+    common = {k: d.pop(k) for k in ("batches_per_task", "batch_size", "llm_chunk") if k in d}
     if kind == "local":
         return LocalExecutor(**common)
     if kind == "ray":

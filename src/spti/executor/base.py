@@ -35,11 +35,14 @@ class Executor(abc.ABC):
 
     kind: str = "?"
 
-    def __init__(self, *, batches_per_task: int = 1, batch_size: int | None = None):
+    def __init__(self, *, batches_per_task: int = 1, batch_size: int | None = None, llm_chunk: int = 64):
         #: items per task = the first step's batch size x this (a task is the unit of work a replica takes)
         self.batches_per_task = max(1, int(batches_per_task))
         #: items per task, overriding the rule above (``executor.batch_size``)
         self.batch_size = batch_size
+        #: conversations per LLM call when a round of a ``splittable`` LLM is cut into calls (``executor.llm_chunk``):
+        #: the unit of LLM work a replica takes, and of the renders that stream after it (spti.pe.stream)
+        self.llm_chunk = max(1, int(llm_chunk))
 
     # -------------------------------------------------------------------------------- to implement
     @abc.abstractmethod

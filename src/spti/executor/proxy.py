@@ -75,12 +75,27 @@ class RemoteBackend:
                 out.append(im.convert("RGB"))
         return out
 
+    @property
+    def splittable(self) -> bool:
+        """The backend class's ``splittable`` (see :class:`spti.models.llm.LLM`)."""
+        from spti.pe.stream import is_splittable
+
+        return self.role == "llm" and is_splittable(self)
+
     def generate(self, conversations: Sequence[Any], *, max_new_tokens: int = 64, temperature: float = 1.0,
-                 top_p: float = 1.0, seed: int | None = None) -> list[str]:
+                 top_p: float = 1.0, seed: int | None = None, first_index: int = 0) -> list[str]:
+        """One round of replies. For a ``splittable`` backend with a seed the round is cut into calls of
+        ``executor.llm_chunk`` conversations that run on all LLM replicas at once (the same replies as one
+        call); otherwise it is one call on one replica."""
+        from spti.executor.tasks import split_call
+
         call = LLMCall(list(conversations), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                       seed=seed)
-        (replies,) = self.executor.map(self._step("LLM calls"), [call])
-        return replies
+                       seed=seed, first_index=int(first_index))
+        calls = split_call(call, self.executor.llm_chunk) if seed is not None and self.splittable else [call]
+        out: list[str] = []
+        for replies in self.executor.map(self._step("LLM calls"), calls):
+            out.extend(replies)
+        return out
 
     def close(self) -> None:
         """Nothing held here: the replicas end with their Ray Data job."""

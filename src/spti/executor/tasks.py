@@ -19,9 +19,10 @@ renderer       ``(prompt, seed)``                                  the render as
 llm            an :class:`LLMCall` (a whole ``generate`` call)     its replies (list[str])
 ============== =================================================== ===========================================
 
-An LLM item is a whole call, never split: the LLM backends derive each reply's seed from the call's seed and
-the reply's *index in the call* (:func:`spti.models.llm.derive_seed`), so splitting a call over replicas would
-change the replies.
+An LLM item is one call. The LLM backends derive each reply's seed from the call's seed and the reply's *index
+in the call* (:func:`spti.models.llm.derive_seed`), so a call is cut only for a backend that declares
+``splittable``: the part starting at conversation ``s`` is sent with ``first_index=s`` and its replies are those
+of the whole call (:func:`split_call`). Any other backend gets each call whole.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ __all__ = [
     "build_backend",
     "load_images",
     "make_tasks",
+    "Passthrough",
+    "split_call",
 ]
 
 
@@ -66,6 +69,28 @@ class LLMCall:
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
+    #: the index of this call's first conversation in the call it was cut from (:func:`split_call`); only a
+    #: ``splittable`` backend is given one other than 0
+    first_index: int = 0
+
+
+def split_call(call: LLMCall, size: int) -> list[LLMCall]:
+    """``call`` cut into calls of at most ``size`` conversations, each with its ``first_index``: for a
+    ``splittable`` backend their replies, concatenated, are the replies of ``call``."""
+    convs = list(call.conversations)
+    size = max(1, int(size))
+    if len(convs) <= size:
+        return [call]
+    return [dataclasses.replace(call, conversations=convs[s : s + size], first_index=call.first_index + s)
+            for s in range(0, len(convs), size)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Passthrough:
+    """A chain item that skips the steps after the one whose link made it and comes back as a leaf as it is
+    (e.g. an LLM step's raw reply, which the driver needs next to the renders made from it)."""
+
+    value: Any
 
 
 def _identity_link(item: Any, output: Any) -> list[Any]:
@@ -268,8 +293,16 @@ class Worker:
             (c,) = chunk
             if not isinstance(c, LLMCall):
                 raise ConfigError(f"executor: an llm item must be an LLMCall, got {type(c).__name__}")
+            kw: dict[str, Any] = {}
+            if c.first_index:
+                if not getattr(be, "splittable", False):
+                    from spti.models._guard import backend_label
+
+                    raise ConfigError(f"LLM {backend_label(be)!r} is not splittable: a call to it cannot be cut "
+                                      "into parts (first_index)")
+                kw["first_index"] = int(c.first_index)
             replies = list(be.generate(list(c.conversations), max_new_tokens=c.max_new_tokens,
-                                       temperature=c.temperature, top_p=c.top_p, seed=c.seed))
+                                       temperature=c.temperature, top_p=c.top_p, seed=c.seed, **kw))
             _check_count(be, role, len(replies), len(c.conversations))
             return [replies]
         if role == "renderer":
@@ -339,10 +372,20 @@ Entry = tuple[tuple[int, ...], tuple[Any, ...], Any]
 
 def advance(worker: Worker, entries: list[Entry], *, last: bool) -> list[Entry]:
     """Run one step of a chain on a task's entries: outputs for all items, then (unless ``last``) the next
-    step's entries by the step's link. A leaf of the last step is ``(path, trail + (output,), None)``."""
-    outputs = worker.run([e[2] for e in entries])
+    step's entries by the step's link. A leaf of the last step is ``(path, trail + (output,), None)``.
+    Entries whose item is a :class:`Passthrough` are not given to the step: they go on as they are (at the
+    last step, as a leaf whose trail ends with the pass-through)."""
+    live = [e for e in entries if not isinstance(e[2], Passthrough)]
+    outs = worker.run([e[2] for e in live]) if live else []
+    if len(outs) != len(live):
+        raise BackendError(f"executor: the {worker.step.label} step returned {len(outs)} outputs for {len(live)} items")
+    outputs = iter(outs)
     nxt: list[Entry] = []
-    for (path, trail, item), out in zip(entries, outputs, strict=True):
+    for path, trail, item in entries:
+        if isinstance(item, Passthrough):
+            nxt.append((path, trail, None if last else item))
+            continue
+        out = next(outputs)
         if last:
             nxt.append((path, (*trail, out), None))
             continue

@@ -24,7 +24,7 @@ import numpy as np
 
 from spti.data.cache import FeatureCache, RenderCache, render_seed
 from spti.hashing import content_key
-from spti.log import progress
+from spti.log import logger, progress
 from spti.pe.generation import TextGenerator
 from spti.pe.histogram import normalize_rows
 
@@ -77,13 +77,20 @@ class ImageCandidateEmbedder:
     one pipeline (:meth:`_render_and_embed_remote`)."""
 
     def __init__(self, render_cache: RenderCache, image_embedder, *, renders: int, base_seed: int,
-                 feature_cache: FeatureCache, normalize: bool = True):
+                 feature_cache: FeatureCache, normalize: bool = True, stream=None):
         self.render_cache = render_cache
         self.image_embedder = image_embedder
         self.renders = max(1, int(renders))
         self.base_seed = base_seed
         self.features = feature_cache
         self.normalize = normalize
+        #: a :class:`spti.pe.stream.RenderStream` whose rounds rendered and embedded candidates already
+        self.stream = stream
+
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        """The render seeds of every candidate (one per render; more than one = lookahead in image space)."""
+        return tuple(render_seed(self.base_seed, j) for j in range(self.renders))
 
     def __call__(self, texts: Sequence[str], *, iteration: int, labels: Sequence[int] | None = None) -> np.ndarray:
         from PIL import Image
@@ -91,9 +98,21 @@ class ImageCandidateEmbedder:
         pairs = [(t, render_seed(self.base_seed, j)) for t in texts for j in range(self.renders)]
         keys = [content_key(self.render_cache.renderer.cache_key, self.image_embedder.cache_key, t, str(s)) for t, s in pairs]
         need = [i for i, k in enumerate(keys) if k not in self.features]
-        if need and self._remote():
+        streamed: dict[tuple[str, int], np.ndarray] = {}
+        if self.stream is not None:  # rows the round's render stream made: the same features, already there
+            for i in need:
+                vec = self.stream.prefetched.get(pairs[i])
+                if vec is not None:
+                    streamed[pairs[i]] = vec
+            self.stream.clear()  # the rows of texts that are not candidates (dropped duplicates) are not kept
+        rest = [i for i in need if pairs[i] not in streamed]
+        if streamed:
+            logger.debug("candidates: %d of %d renders to embed came from the render stream", len(need) - len(rest),
+                         len(need))
+            self._store(pairs, keys, need, streamed, iteration)
+        elif rest and self._remote():
             self._render_and_embed_remote(pairs, keys, need, iteration)
-        elif need:
+        elif rest:
             need_pairs = [pairs[i] for i in need]
             paths = self.render_cache.get_paths(need_pairs, desc=f"rendering candidates (iteration {iteration})")
             bs = self.image_embedder.batch_size
@@ -108,13 +127,40 @@ class ImageCandidateEmbedder:
             feats = normalize_rows(feats)
         return feats.reshape(len(texts), self.renders, -1).mean(axis=1)
 
+    def _store(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
+               vectors: dict[tuple[str, int], np.ndarray], iteration: int) -> None:
+        """Feature rows for ``need`` when some came from the render stream: the others rendered (if missing)
+        and embedded here, then all written into the feature cache in ``need`` order, in slices of the
+        embedder's batch size — the shards a run without streaming writes."""
+        from PIL import Image
+
+        rest = list(dict.fromkeys(pairs[i] for i in need if pairs[i] not in vectors))
+        if rest and self._remote():
+            self._render_and_embed_remote(pairs, keys, [i for i in need if pairs[i] not in vectors], iteration,
+                                          write=False, vectors=vectors)
+        elif rest:
+            paths = self.render_cache.get_paths(rest, desc=f"rendering candidates (iteration {iteration})")
+            bs = max(1, int(self.image_embedder.batch_size))
+            for b in range(0, len(rest), bs):
+                imgs = []
+                for p in paths[b : b + bs]:
+                    with Image.open(p) as im:
+                        imgs.append(im.convert("RGB"))
+                for pair, vec in zip(rest[b : b + bs], np.asarray(self.image_embedder.embed(imgs)), strict=True):
+                    vectors[pair] = vec
+        bs = max(1, int(self.image_embedder.batch_size))
+        for b in range(0, len(need), bs):
+            chunk = need[b : b + bs]
+            self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))
+
     def _remote(self) -> bool:
         from spti.executor import is_remote
 
         return is_remote(self.image_embedder) or is_remote(self.render_cache.renderer)
 
     def _render_and_embed_remote(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
-                                 iteration: int) -> None:
+                                 iteration: int, *, write: bool = True,
+                                 vectors: dict[tuple[str, int], np.ndarray] | None = None) -> None:
         """The Ray path (requirement 2: stream, don't stage). Renders that are missing flow through one
         ``renderer -> image_embedder`` pipeline (:meth:`spti.executor.Executor.stream` of a chain), so the
         embedders start on the first renders while the renderers make the rest; each finished task's PNGs go
@@ -128,7 +174,7 @@ class ImageCandidateEmbedder:
 
         cache, embedder = self.render_cache, self.image_embedder
         bs = max(1, int(embedder.batch_size))
-        vectors: dict[tuple[str, int], np.ndarray] = {}
+        vectors = {} if vectors is None else vectors  # ``write=False``: fill the caller's, write nothing
         todo = cache.missing([pairs[i] for i in need])
         if todo and is_remote(embedder) and is_remote(cache.renderer) and embedder.executor is cache.renderer.executor:
             ex, render = step_for("renderer", cache.renderer, name=f"rendering candidates (iteration {iteration})")
@@ -148,6 +194,8 @@ class ImageCandidateEmbedder:
             ex, step = step_for("image_embedder", embedder, name="embedding renders")
             for p, vec in zip(rest, ex.map(step, [cache.path(t, s).read_bytes() for t, s in rest]), strict=True):
                 vectors[p] = vec
+        if not write:
+            return
         for b in range(0, len(need), bs):
             chunk = need[b : b + bs]
             self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))

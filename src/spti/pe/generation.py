@@ -20,6 +20,7 @@ other classes' sizes; a call without a label uses exactly the unlabelled streams
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 from collections import Counter
@@ -65,6 +66,12 @@ class TextGenerator:
         self.class_domain_template = t["class_domain"]
         # labelled runs with public examples: the examples are of any class, so the class is named apart
         self.random_examples_class_template = cfg.random_template or t["random_examples_class"]
+        #: what makes a reply a caption, or rejects it (picklable: the render stream runs it on LLM replicas)
+        self.clean = functools.partial(clean_caption, min_words=min(3, cfg.min_length),
+                                       max_words=max(2 * cfg.max_length, 20))
+        #: image voting: a :class:`spti.pe.stream.RenderStream` that renders and embeds each round's replies
+        #: while the LLM writes the rest (set by the image-voting candidate factory); None: plain calls
+        self.stream = None
 
     # ------------------------------------------------------------------ prompts
     def _conv(self, user: str) -> list[dict[str, str]]:
@@ -183,7 +190,7 @@ class TextGenerator:
         convs = self.variation_prompts(flat_parents, rng, label=label)
         texts = self._generate_with_retries(
             convs, lambda idx, r: self.variation_prompts([flat_parents[i] for i in idx], r, label=label),
-            iteration, stage, rng, keys=keys,
+            iteration, stage, rng, keys=keys, known=parents,
         )
         fallback = 0
         for i, t in enumerate(texts):
@@ -197,8 +204,10 @@ class TextGenerator:
 
     # ------------------------------------------------------------------ internals
     def _generate_with_retries(self, convs, remake, iteration: int, stage: str, rng,
-                               keys: tuple[int | str, ...] | None = None) -> list[str | None]:
-        """``stage`` names the statistics; ``keys`` (default ``(stage,)``) the random streams."""
+                               keys: tuple[int | str, ...] | None = None,
+                               known: Sequence[str] = ()) -> list[str | None]:
+        """``stage`` names the statistics; ``keys`` (default ``(stage,)``) the random streams; ``known``: texts
+        whose renders exist already (the parents), which a render stream does not render again."""
         cfg = self.cfg
         keys = (stage,) if keys is None else keys
         out: list[str | None] = [None] * len(convs)
@@ -206,19 +215,24 @@ class TextGenerator:
         current = convs
         for attempt in range(cfg.max_retries + 1):
             seed = int(stage_rng(self.seed, iteration, *keys, "llm", attempt).integers(2**31 - 1))
-            raw = self.llm.generate(
-                current,
-                max_new_tokens=cfg.max_new_tokens,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                seed=seed,
-            )
+            if self.stream is not None and stage != "lookahead":
+                raw = self.stream.generate(current, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                           top_p=cfg.top_p, seed=seed, clean=self.clean, known=known,
+                                           desc=f"{stage} API (iteration {iteration})", stage=stage)
+            else:
+                raw = self.llm.generate(
+                    current,
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    seed=seed,
+                )
             if len(raw) != len(current):
                 raise BackendError(f"LLM backend returned {len(raw)} replies for {len(current)} prompts")
             self.stats[f"{stage}.llm_calls"] += len(current)
             still = []
             for i, r in zip(todo, raw):
-                text, reason = clean_caption(r, min_words=min(3, cfg.min_length), max_words=max(2 * cfg.max_length, 20))
+                text, reason = self.clean(r)
                 if text is None:
                     self.stats[f"{stage}.rejected.{reason}"] += 1
                     still.append(i)

@@ -67,12 +67,21 @@ def text_candidates(run_dir: RunDir, cfg: Config, embedder) -> CandidateEmbedder
 
 def image_candidates(run_dir: RunDir, cfg: Config, renders: RenderCache, image_embedder) -> CandidateEmbedderFactory:
     """Image voting: candidates rendered (``max(1, lookahead)`` seeds each) and embedded, features cached in
-    cache/render-features-<key>/."""
+    cache/render-features-<key>/. With an LLM whose rounds can be cut into calls (``splittable``), the
+    generator's rounds stream into the renderer and the image embedder (:mod:`spti.pe.stream`)."""
     features = FeatureCache(run_dir.cache, f"render-features-{image_embedder.cache_key}")
 
     def factory(generator: TextGenerator) -> CandidateEmbedder:
-        return ImageCandidateEmbedder(renders, image_embedder, renders=max(1, cfg.pe.lookahead),
-                                      base_seed=cfg.render.seed, feature_cache=features, normalize=cfg.pe.normalize)
+        from spti.pe.stream import RenderStream
+
+        emb = ImageCandidateEmbedder(renders, image_embedder, renders=max(1, cfg.pe.lookahead),
+                                     base_seed=cfg.render.seed, feature_cache=features, normalize=cfg.pe.normalize)
+        if RenderStream.possible(generator.llm, renders.renderer, image_embedder):
+            # stream, don't stage: each LLM call's replies are rendered and embedded while the LLM writes on
+            emb.stream = generator.stream = RenderStream(generator.llm, renders, image_embedder, seeds=emb.seeds,
+                                                         chunk=cfg.executor.llm_chunk, stats=generator.stats)
+            logger.debug("evolve: LLM rounds stream into the renderer in calls of %d", cfg.executor.llm_chunk)
+        return emb
 
     return factory
 

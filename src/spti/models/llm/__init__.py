@@ -72,6 +72,13 @@ class LLM(Backend):
 
     #: Conversations per forward pass for local backends; a backend with a ``batch_size`` option sets it.
     batch_size: int = 8
+    #: True when reply ``i`` of a call depends only on conversation ``i``, the sampling parameters and
+    #: ``(seed, first_index + i)``: its ``generate`` takes ``first_index``, and a call cut into parts
+    #: (``generate(part, seed=s, first_index=start)``) gives exactly the replies of the whole call. Executors
+    #: then spread one generation round over several replicas and stream it into the renderers
+    #: (:mod:`spti.pe.stream`). False (the default) for backends whose replies depend on the whole call
+    #: (transformers batches prompts by length across it).
+    splittable: bool = False
 
     @abstractmethod
     def generate(
@@ -86,6 +93,8 @@ class LLM(Backend):
         """Return one assistant reply (raw text, not yet cleaned) per conversation, in order.
 
         ``seed`` makes sampling reproducible where the backend allows it (best effort for remote servers).
+        A ``splittable`` backend also takes ``first_index`` (default 0): the conversations are the part of a
+        longer call that starts there, and reply ``i`` is seeded as reply ``first_index + i`` of that call.
         A reply that could not be produced after the backend's own retries is returned as ``""``; the
         caller's cleaning step counts and retries it. Raise :class:`spti.errors.BackendError` only when
         the backend as a whole is unusable. Implementations start with :meth:`prepare`.

@@ -96,7 +96,13 @@ class LlamaCppLLM(LLM):
     ``reuse_prompt_prefix`` (see the module docstring), ``chat_format`` (default: the GGUF's own template) and
     the extra sampling filters ``top_k``, ``min_p``, ``repeat_penalty``, off by default so that sampling
     depends on temperature and top_p only, as in the other backends.
+
+    ``splittable``: reply ``i`` is seeded ``derive_seed(seed, first_index + i)`` and evaluated from a fresh
+    context, so a round cut into calls gives the replies of one call (with ``reuse_prompt_prefix`` replies
+    depend on what ran before in any case, in their last bits).
     """
+
+    splittable = True
 
     def __init__(
         self,
@@ -183,6 +189,7 @@ class LlamaCppLLM(LLM):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        first_index: int = 0,
     ) -> list[str]:
         convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         if seed is None:
@@ -203,7 +210,7 @@ class LlamaCppLLM(LLM):
                     top_k=self.top_k,
                     min_p=self.min_p,
                     repeat_penalty=self.repeat_penalty,
-                    seed=derive_seed(seed, i),
+                    seed=derive_seed(seed, first_index + i),
                 )
                 text = out["choices"][0]["message"]["content"] or ""
             except (ValueError, RuntimeError, KeyError, IndexError) as e:

@@ -43,7 +43,12 @@ class OpenAILLM(LLM):
     not end a run: a reply that still fails after the client's retries becomes ``""`` (the caller's
     cleaning step counts and replaces it). Only when *every* reply fails, or the server says the key, model
     or URL is wrong (401/403/404), is the backend unusable and :class:`BackendError` raised.
+
+    ``splittable``: request ``i`` carries the seed ``seed + first_index + i``, so a round cut into calls sends
+    the requests of one call.
     """
+
+    splittable = True
 
     def __init__(
         self,
@@ -104,13 +109,14 @@ class OpenAILLM(LLM):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        first_index: int = 0,
     ) -> list[str]:
         convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         n = len(convs)
         if n == 0:
             return []
         jobs = [
-            self._payload(c, max_new_tokens, temperature, top_p, None if seed is None else seed + i)
+            self._payload(c, max_new_tokens, temperature, top_p, None if seed is None else seed + first_index + i)
             for i, c in enumerate(convs)
         ]
         errors: list[BackendError] = []

@@ -22,12 +22,13 @@ _INSTALL_HINT = "pip install 'spti[vllm]' (needs a CUDA GPU)"
 
 
 def sampling_params_kwargs(
-    n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int | None
+    n: int, *, max_new_tokens: int, temperature: float, top_p: float, seed: int | None, first_index: int = 0
 ) -> list[dict[str, Any]]:
     """Keyword arguments of one ``vllm.SamplingParams`` per conversation.
 
     One per conversation because each gets its own seed (derived from ``seed`` and its index), which makes
-    a reply independent of how vLLM batches or orders the requests. Temperature 0 is vLLM's greedy mode;
+    a reply independent of how vLLM batches or orders the requests (and of how a round is cut into calls:
+    ``first_index`` is the index of the first conversation in the round). Temperature 0 is vLLM's greedy mode;
     ``top_p`` is then irrelevant and set to 1. ``top_k`` is left at vLLM's default (off), so sampling
     depends on temperature and top_p only, as in the other backends.
     """
@@ -39,7 +40,7 @@ def sampling_params_kwargs(
             "max_tokens": max_new_tokens,
             "temperature": float(temperature),
             "top_p": 1.0 if greedy else float(top_p),
-            "seed": None if seed is None else derive_seed(seed, i),
+            "seed": None if seed is None else derive_seed(seed, first_index + i),
         }
         for i in range(n)
     ]
@@ -80,7 +81,12 @@ def _import_vllm() -> Any:
 class VLLMLLM(LLM):
     """vLLM offline engine. Options: ``model`` (hub id or local path, required), ``revision``, ``dtype``,
     ``tensor_parallel_size``, ``gpu_memory_utilization``, ``max_model_len``, ``seed`` (engine seed),
-    ``local_files_only`` (default ``HF_HUB_OFFLINE``), ``trust_remote_code``."""
+    ``local_files_only`` (default ``HF_HUB_OFFLINE``), ``trust_remote_code``.
+
+    ``splittable``: one seed per request (:func:`sampling_params_kwargs`), so a round cut into calls on several
+    replicas gives the replies of one call."""
+
+    splittable = True
 
     def __init__(
         self,
@@ -138,6 +144,7 @@ class VLLMLLM(LLM):
         temperature: float = 1.0,
         top_p: float = 1.0,
         seed: int | None = None,
+        first_index: int = 0,
     ) -> list[str]:
         convs = self.prepare(conversations, max_new_tokens, temperature, top_p)
         if not convs:
@@ -145,7 +152,8 @@ class VLLMLLM(LLM):
         params = [
             self._SamplingParams(**kw)
             for kw in sampling_params_kwargs(
-                len(convs), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+                len(convs), max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                first_index=first_index,
             )
         ]
         outputs = self._engine.chat(convs, sampling_params=params, use_tqdm=False)
