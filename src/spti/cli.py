@@ -321,7 +321,10 @@ def _print_plan(cfg, command: str, a: argparse.Namespace | None = None) -> int:
             workers = [int(w) for w in str(a.calibrate_workers).split(",") if w.strip()]
         except ValueError:
             raise SptiError(f"--calibrate-workers must be integers separated by commas, got {a.calibrate_workers!r}") from None
-        cal = calibrate(cfg, plan, workers=workers, hours=a.calibrate_hours)
+        size = getattr(a, "calibrate_image_size", 512)
+        if not isinstance(size, int) or size < 16:
+            raise SptiError(f"--calibrate-image-size must be an integer >= 16 (pixels), got {size!r}")
+        cal = calibrate(cfg, plan, workers=workers, hours=a.calibrate_hours, image_size=size)
         plan["calibration"] = cal.to_dict()
         print(cal.table(), file=sys.stderr)
     print(json.dumps(plan, indent=2, default=str))

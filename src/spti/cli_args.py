@@ -81,6 +81,10 @@ def _add_calibrate(p: argparse.ArgumentParser) -> None:
                    help="--calibrate: replica counts to show wall times for (default 1,8)")
     g.add_argument("--calibrate-hours", type=float, metavar="H",
                    help="--calibrate: the time available; shows the largest N (private records) that fits")
+    g.add_argument("--calibrate-image-size", type=int, default=512, metavar="PX",
+                   help="--calibrate: side of the synthetic images the captioner and image embedder are timed on "
+                        "(default 512; give your images' size: a VLM with dynamic resolution costs more on larger "
+                        "images)")
 
 
 def _float_or_inf(s: str) -> float:

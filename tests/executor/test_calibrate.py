@@ -66,6 +66,23 @@ def test_measure_every_role_on_synthetic_inputs():
     assert imgs[0].size == (32, 32) and imgs[0].tobytes() != imgs[1].tobytes()
 
 
+def test_images_are_timed_at_the_size_asked_for():
+    """A VLM's cost grows with the image (dynamic resolution): the captioner sees the --calibrate-image-size
+    images (512 by default), and the table says which size it was timed on."""
+    from support.executor_fakes import SizeRecordingCaptioner
+
+    cfg = {"backend": "support.executor_fakes:SizeRecordingCaptioner"}
+    SizeRecordingCaptioner.sizes = []
+    measure_role("captioner", cfg, items=2, image_size=48)
+    assert set(SizeRecordingCaptioner.sizes) == {(48, 48)}
+    SizeRecordingCaptioner.sizes = []
+    measure_role("captioner", cfg, items=2)
+    assert set(SizeRecordingCaptioner.sizes) == {(512, 512)}
+    cal = calibrate(Config.from_dict({**FAKES, "pe": {"voting": "text"}}), {"calls": {"captioner": 4}}, workers=(1,),
+                    isolate=False, image_size=48)
+    assert "images 48x48" in cal.table() and cal.to_dict()["image_size"] == 48
+
+
 def test_isolated_measurement_in_a_fresh_process_and_private_data_untouched(tmp_path):
     cfg = Config.from_dict({**FAKES, "pe": {"voting": "text"}, "data": {"private": str(tmp_path / "absent")}})
     cal = calibrate(cfg, {"private": {"rows": 10}, "calls": {"captioner": 10}}, workers=(2,), isolate=True)
@@ -81,8 +98,9 @@ def test_cli_dry_run_calibrate(tmp_path, capsys):
     c = tmp_path / "c.yaml"
     c.write_text(json.dumps({**FAKES, "generation": {"domain": "a toy scene"}}))
     assert main(["run", "--config", str(c), "--data", str(tmp_path / "data"), "--dry-run", "--calibrate",
-                 "--calibrate-workers", "1,3", "--calibrate-hours", "2", "--epsilon", "1", "--delta", "1e-3"]) == 0
+                 "--calibrate-workers", "1,3", "--calibrate-hours", "2", "--epsilon", "1", "--delta", "1e-3",
+                 "--calibrate-image-size", "64"]) == 0
     out = capsys.readouterr()
     plan = json.loads(out.out)
     assert plan["calibration"]["workers"] == [1, 3] and "largest_n" in plan["calibration"]
-    assert "wall h (W=3)" in out.err and "captioner" in out.err
+    assert "wall h (W=3)" in out.err and "captioner" in out.err and "images 64x64" in out.err

@@ -35,3 +35,19 @@ class FailingBowEmbedder(BowEmbedder):
 
     def embed(self, texts):
         raise ValueError(f"cannot embed {texts[0]!r}")
+
+
+from spti.models.captioner import Captioner  # noqa: E402
+
+
+class SizeRecordingCaptioner(Captioner):
+    """Captions every image "a photo" and records the sizes it was given (calibration tests)."""
+
+    sizes: list = []
+
+    def info(self):
+        return {"backend": "size-recording"}
+
+    def caption(self, images):
+        SizeRecordingCaptioner.sizes.extend(im.size for im in images)
+        return ["a photo"] * len(images)

@@ -29,6 +29,11 @@ from typing import Any
 from spti.errors import SptiError
 from spti.executor.tasks import LLMCall, Step, Worker
 
+#: the side of the synthetic images (captioner, image embedder) when the user gives none: what most captioners
+#: and image-feature models see after their own resize; a VLM with dynamic resolution (Qwen2-VL) costs more at
+#: larger inputs, so ``--calibrate-image-size`` takes the size of the user's images (a public fact they know)
+DEFAULT_IMAGE_SIZE = 512
+
 __all__ = ["Calibration", "RoleRate", "StageCost", "calibrate", "measure_role", "roles_of_plan", "synthetic_items"]
 
 #: Fixed public texts for the text embedder, the renderer and the LLM prompt (never private data).
@@ -86,6 +91,7 @@ class Calibration:
     n_private: int | None
     hours: float | None
     max_n: dict[int, int | None]
+    image_size: int = DEFAULT_IMAGE_SIZE
 
     def total_wall_hours(self, w: int) -> float:
         return sum(s.wall_hours[w] for s in self.stages)
@@ -99,13 +105,15 @@ class Calibration:
             "total_device_hours": sum(s.device_hours for s in self.stages),
             "hours_available": self.hours,
             "largest_n": self.max_n,
+            "image_size": self.image_size,
             "assumptions": "one replica measured on a synthetic batch; wall = calls / (rate x W) + one model load "
                            "(perfect scaling over W replicas); device-hours = calls / rate",
         }
 
     def table(self) -> str:
         """The human-readable table (what ``--calibrate`` prints)."""
-        lines = ["calibration (synthetic inputs; one replica measured; wall time assumes perfect scaling):", ""]
+        lines = [f"calibration (synthetic inputs, images {self.image_size}x{self.image_size}; one replica measured; "
+                 "wall time assumes perfect scaling):", ""]
         hdr = f"{'role':<15} {'backend':<26} {'device':<7} {'rate':>14} {'load s':>7} {'peak RSS':>9} {'peak GPU':>9}"
         lines += [hdr, "-" * len(hdr)]
         for r in self.rates.values():
@@ -129,7 +137,8 @@ class Calibration:
 
 
 # ---------------------------------------------------------------------------------------------- inputs
-def synthetic_items(role: str, n: int, *, size: int = 256, max_new_tokens: int = 32, calls_of: int = 8) -> list[Any]:
+def synthetic_items(role: str, n: int, *, size: int = DEFAULT_IMAGE_SIZE, max_new_tokens: int = 32,
+                    calls_of: int = 8) -> list[Any]:
     """``n`` synthetic, public items for ``role``: seeded noise images, fixed texts, fixed prompts with seeds,
     and LLM calls of ``calls_of`` conversations each (``n`` counts conversations for the LLM)."""
     import numpy as np
@@ -176,7 +185,7 @@ def _gpu_peak(reset: bool) -> float | None:
 
 
 def measure_role(role: str, config: Mapping[str, Any] | str, *, items: int | None = None,
-                 max_new_tokens: int = 32) -> RoleRate:
+                 max_new_tokens: int = 32, image_size: int = DEFAULT_IMAGE_SIZE) -> RoleRate:
     """Build ``role``'s backend from ``config``, warm it up on one batch, time ``items`` items (default: two
     batches, 4 to 64 items). In this process: see :func:`calibrate` (``isolate``) for a clean peak RSS."""
     from spti.models._guard import backend_label
@@ -189,9 +198,9 @@ def measure_role(role: str, config: Mapping[str, Any] | str, *, items: int | Non
         bs = w.batch_size if role != "llm" else max(1, int(getattr(w.backend, "batch_size", 8) or 8))
         n = items if items is not None else min(64, max(4, 2 * bs))
         per = bs if role == "llm" else 1
-        warm = synthetic_items(role, bs, max_new_tokens=max_new_tokens, calls_of=bs)
+        warm = synthetic_items(role, bs, size=image_size, max_new_tokens=max_new_tokens, calls_of=bs)
         w.run(warm[:1] if role == "llm" else warm)
-        work = synthetic_items(role, n, max_new_tokens=max_new_tokens, calls_of=bs)
+        work = synthetic_items(role, n, size=image_size, max_new_tokens=max_new_tokens, calls_of=bs)
         t1 = time.perf_counter()
         w.run(work)
         dt = time.perf_counter() - t1
@@ -205,12 +214,13 @@ def measure_role(role: str, config: Mapping[str, Any] | str, *, items: int | Non
         w.close()
 
 
-def _measure(role: str, config: Any, items: int | None, max_new_tokens: int, isolate: bool) -> RoleRate:
+def _measure(role: str, config: Any, items: int | None, max_new_tokens: int, isolate: bool,
+             image_size: int = DEFAULT_IMAGE_SIZE) -> RoleRate:
     """One role's measurement, in a fresh Python process when ``isolate`` (its own peak RSS and GPU memory,
     as a replica would have; a subprocess rather than multiprocessing, which would re-import the caller's
     ``__main__``). The child gets this process's ``sys.path``, so plug-in backends import as here."""
     if not isolate:
-        return measure_role(role, config, items=items, max_new_tokens=max_new_tokens)
+        return measure_role(role, config, items=items, max_new_tokens=max_new_tokens, image_size=image_size)
     import json
     import os
     import subprocess
@@ -220,7 +230,8 @@ def _measure(role: str, config: Any, items: int | None, max_new_tokens: int, iso
     with tempfile.TemporaryDirectory(prefix="spti-calibrate-") as tmp:
         out = os.path.join(tmp, "rate.json")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        job = json.dumps({"role": role, "config": config, "items": items, "max_new_tokens": max_new_tokens, "out": out})
+        job = json.dumps({"role": role, "config": config, "items": items, "max_new_tokens": max_new_tokens,
+                          "image_size": image_size, "out": out})
         proc = subprocess.run([sys.executable, "-m", "spti.executor.calibrate"], input=job, text=True, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if proc.returncode != 0 or not os.path.isfile(out):
@@ -235,7 +246,8 @@ def _child() -> None:
     import sys
 
     job = json.loads(sys.stdin.read())
-    rate = measure_role(job["role"], job["config"], items=job["items"], max_new_tokens=job["max_new_tokens"])
+    rate = measure_role(job["role"], job["config"], items=job["items"], max_new_tokens=job["max_new_tokens"],
+                        image_size=int(job.get("image_size", DEFAULT_IMAGE_SIZE)))
     with open(job["out"], "w", encoding="utf-8") as f:
         json.dump(dataclasses.asdict(rate), f)
 
@@ -278,13 +290,14 @@ def roles_of_plan(cfg: Any, plan: Mapping[str, Any]) -> list[tuple[str, str, Any
 
 def calibrate(cfg: Any, plan: Mapping[str, Any], *, workers: Sequence[int] = (1, 8), hours: float | None = None,
               n_private: int | None = None, items: int | None = None, isolate: bool = True,
-              rates: Mapping[str, RoleRate] | None = None) -> Calibration:
+              rates: Mapping[str, RoleRate] | None = None, image_size: int = DEFAULT_IMAGE_SIZE) -> Calibration:
     """Measure every role the dry-run ``plan``'s calls use (once per distinct backend config) and price each
     stage.
 
     ``workers``: the W for wall times. ``hours``: the time available; the result's ``max_n`` is then the
     largest number of private records whose run fits it, per W (None: not even the fixed stages fit).
-    ``rates``: measurements to reuse (tests, or a second plan) instead of measuring."""
+    ``rates``: measurements to reuse (tests, or a second plan) instead of measuring. ``image_size``: the side
+    of the synthetic images the captioner and image embedder are timed on (:data:`DEFAULT_IMAGE_SIZE`)."""
     import json
 
     workers = tuple(sorted({int(w) for w in workers if int(w) >= 1})) or (1,)
@@ -300,7 +313,7 @@ def calibrate(cfg: Any, plan: Mapping[str, Any], *, workers: Sequence[int] = (1,
         rate = by_config.get(key) or (rates or {}).get(role)
         if rate is None:
             try:
-                rate = _measure(role, config, items, mnt, isolate)
+                rate = _measure(role, config, items, mnt, isolate, image_size)
             except SptiError:
                 raise
             except Exception as e:  # noqa: BLE001 - the model is the user's: name it and the error's type
@@ -321,7 +334,8 @@ def calibrate(cfg: Any, plan: Mapping[str, Any], *, workers: Sequence[int] = (1,
             per_item = sum(1 / c.per_second / 3600 / w for c in costs if c.scales_with_n)
             left = hours - fixed - load
             max_n[w] = None if left < 0 else (int(left / per_item) if per_item > 0 else -1)
-    return Calibration(rates=measured, stages=costs, workers=workers, n_private=n_private, hours=hours, max_n=max_n)
+    return Calibration(rates=measured, stages=costs, workers=workers, n_private=n_private, hours=hours, max_n=max_n,
+                       image_size=int(image_size))
 
 
 if __name__ == "__main__":  # the isolated measurement of one role (see _measure)
