@@ -156,7 +156,8 @@ class Executor(abc.ABC):
         return self.map(Step("renderer", config, backend=backend, name="rendering"), list(zip(prompts, seeds)))
 
     def generate(self, config: Mapping[str, Any] | None, calls: Sequence[LLMCall], *, backend: Any = None) -> list[list[str]]:
-        """The replies of each whole ``generate`` call (calls run in parallel; one call is never split)."""
+        """The replies of each ``generate`` call, as given (calls run in parallel; a call is not cut here: the
+        caller cuts a round of a ``splittable`` LLM with :func:`~spti.executor.tasks.split_call`)."""
         return self.map(Step("llm", config, backend=backend, name="LLM calls"), list(calls))
 
 

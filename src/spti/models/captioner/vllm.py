@@ -48,22 +48,11 @@ sent (greedy decoding needs none). vLLM itself does not promise bit-identical ou
 compositions (its "Reproducibility" notes: batched kernels may differ in the last bits, which can flip a
 greedy token); the private captions are computed once per run folder and stored, so a resume reuses them.
 
-**LLM data parallelism on Ray (issue 11, requirement 5) — the choice.** A PE generation round is ONE
-``LLM.generate`` call whose reply ``i`` is seeded with ``derive_seed(seed, i)`` (index in the call); the
-executor never splits a call, so it runs on one replica. Data-parallel generation therefore goes through
-(a) several ``vllm serve`` replicas (one per GPU or node) behind the ``openai`` LLM backend with a list of
-``base_url``s (per-endpoint concurrency, least-busy routing, failover; each request carries its own seed, so
-the reply does not depend on which server answers), or (b) the ``vllm`` LLM backend inside one executor
-replica per GPU (``tensor_parallel_size`` for a model larger than one GPU), which parallelises over GPUs only
-once a round is split into independently seeded groups (a later change: it changes the seeds of a round).
-We prefer (a) over Ray Data's LLM batch processor (``ray.data.llm.build_llm_processor`` with
-``vLLMEngineProcessorConfig``; https://docs.ray.io/en/latest/data/working-with-llms.html) because: the
-servers load the model once for the whole run (9 iterations, resumes), whereas a Ray Data job per round
-restarts its engines; the ``openai`` backend is the same code on a laptop and on a cluster, so "same bytes as
-the local executor" holds by construction, while the processor would be a third, Ray-only path with its own
-prompt and sampling handling; and ``ray.data.llm`` is marked alpha/beta in Ray's API annotations, pins
-recent Ray (>= 2.44; the quickstart asks for 2.49.1) and vLLM versions, which an optional extra should not
-impose. Captioning is different: 300k independent images, one seed per image from its content, so the
+**LLM data parallelism on Ray (issue 11, requirement 5).** A PE generation round's reply ``i`` is seeded
+with ``derive_seed(seed, i)``; the ``vllm`` LLM backend is ``splittable`` (one seed per request, taking a
+``first_index``), so the executor cuts a round into calls of ``executor.llm_chunk`` conversations that run on
+one vLLM engine per GPU with the replies of one call; several ``vllm serve`` nodes behind the ``openai``
+backend are the other way (docs/SCALING.md explains the choice against Ray Data's LLM processor). Captioning is different: 300k independent images, one seed per image from its content, so the
 ``vllm`` captioner runs data-parallel as an ordinary executor stage (one replica per GPU), loaded once per
 captioning job.
 """
