@@ -112,10 +112,12 @@ class PEConfig:
     population: int = 2000
     variations: int = 6
     keep_selected: bool = True
-    # "sample" (PE's own rule: draw the next parents ∝ the noisy votes) keeps the population's mix where the
-    # votes put it; "rank" (top-N) gives a candidate with 100 votes the same one seat as one with 2 and fills
-    # the rest with unvoted candidates: measured worse on benchmarks/bench_quality.py (docs/QUALITY.md)
-    selection: str = "sample"
+    # "systematic" (the default): seats ∝ the noisy votes, each candidate the floor or ceiling of its share
+    # (low-variance resampling); "sample" (PE's own rule: independent draws ∝ the noisy votes) has the same
+    # expected mix but adds its own draw noise; "rank" (top-N) gives a candidate with 100 votes the same one
+    # seat as one with 2 and fills the rest with unvoted candidates. Measured on benchmarks/bench_quality.py
+    # (docs/QUALITY.md): systematic closest to the private mix, rank furthest
+    selection: str = "systematic"
     threshold: float = 0.0
     # H in units of the histogram's noise σ (H = max(threshold, threshold_sigmas·σ), spti.pe.selection):
     # the same share of pure-noise candidates survives at every ε
