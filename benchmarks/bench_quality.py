@@ -716,6 +716,40 @@ def merge(a) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- main
+def caption_space(data: dict, text_embedder) -> int:
+    """Nearest-neighbour accuracy of the private set against the pool (does the nearest pool item have the
+    voter's class?) in caption space — the full captions, without their template ("a photo of a"), as a
+    comma list, by label overlap alone — and in image space. Caption votes cannot do better than this with
+    perfect candidates (the pool's own captions)."""
+    import re
+
+    def acc(p: np.ndarray, q: np.ndarray) -> float:
+        p = p / np.linalg.norm(p, axis=1, keepdims=True)
+        q = q / np.linalg.norm(q, axis=1, keepdims=True)
+        return float(np.mean(data["pool_y"][np.argmax(p @ q.T, axis=1)] == data["priv_y"]))
+
+    def strip(c: str) -> str:
+        return re.sub(r"^a photo of an? ", "", c)
+
+    def comma(c: str) -> str:
+        return strip(c).replace(" and ", ", ")
+
+    rows = [("caption, as written", acc(data["priv_text"], data["pool_text"]))]
+    for name, f in (("caption without 'a photo of a'", strip), ("caption as a comma list", comma)):
+        priv = np.asarray(text_embedder.embed([f(c) for c in data["priv_cap"]]), np.float32)
+        pool_t = np.asarray(text_embedder.embed([f(c) for c in data["pool_cap"]]), np.float32)
+        rows.append((name, acc(priv, pool_t)))
+    labels = lambda c: {x.strip() for x in comma(c).split(",")}  # noqa: E731
+    pool = [labels(c) for c in data["pool_cap"]]
+    nn = [max(range(len(pool)), key=lambda j: len(labels(c) & pool[j])) for c in data["priv_cap"]]
+    rows.append(("label overlap (no embedder)", float(np.mean(data["pool_y"][nn] == data["priv_y"]))))
+    rows.append(("image features", acc(data["priv_img"], data["pool_img"])))
+    print("nearest pool item of each private item has the same class (chance 0.10):")
+    for name, v in rows:
+        print(f"  {name:<34} {v:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="runs/bench-quality")
@@ -742,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fake", action="store_true", help="the test fakes instead of the offline models (smoke test)")
     ap.add_argument("--winners", action="store_true", help="print the most-voted candidates of each iteration")
     ap.add_argument("--merge", help="only combine the results.json of these output folders (comma-separated) into --out")
+    ap.add_argument("--caption-space", action="store_true",
+                    help="only print how well the private captions find a pool image of their own class (nearest "
+                         "neighbour in caption space, with and without the caption template; image space): the "
+                         "ceiling of caption votes with perfect candidates")
     a = ap.parse_args(argv)
     if a.merge:
         return merge(a)
@@ -767,6 +805,8 @@ def main(argv: list[str] | None = None) -> int:
     from spti.models.llm import build_llm
     from spti.models.text_embedder import build_text_embedder
 
+    if a.caption_space:
+        return caption_space(data, build_text_embedder(stacks["text_embedder"]))
     space = Space(data, build_text_embedder(stacks["text_embedder"]))
     # the cache key leaves n_threads out (it changes the speed; replies are samples of the same model, prompt
     # and seed either way) unless --llm-cache-key names another identity (e.g. an older cache's)
