@@ -315,13 +315,13 @@ def _print_plan(cfg, command: str, a: argparse.Namespace | None = None) -> int:
 
     plan = dry_run_plan(cfg, command)
     if getattr(a, "calibrate", False):
-        from spti.executor.calibrate import calibrate
+        from spti.executor.calibrate import DEFAULT_IMAGE_SIZE, calibrate
 
         try:
             workers = [int(w) for w in str(a.calibrate_workers).split(",") if w.strip()]
         except ValueError:
             raise SptiError(f"--calibrate-workers must be integers separated by commas, got {a.calibrate_workers!r}") from None
-        size = getattr(a, "calibrate_image_size", 512)
+        size = getattr(a, "calibrate_image_size", DEFAULT_IMAGE_SIZE)
         if not isinstance(size, int) or size < 16:
             raise SptiError(f"--calibrate-image-size must be an integer >= 16 (pixels), got {size!r}")
         cal = calibrate(cfg, plan, workers=workers, hours=a.calibrate_hours, image_size=size)

@@ -12,8 +12,8 @@ import pytest
 from support.fakes import MeanColourEmbedder, ScriptedLLM, SolidRenderer, SplittableScriptedLLM
 
 from spti.data.cache import FeatureCache, RenderCache
-from spti.executor import LLMCall, LocalExecutor, Step
-from spti.pe.stream import RenderStream, is_splittable, prefetch_link, text_digest
+from spti.executor import LLMCall, LocalExecutor, Step, is_splittable
+from spti.pe.stream import RenderStream, prefetch_link, text_digest
 from spti.text import clean_caption
 
 CLEAN = partial(clean_caption, min_words=3, max_words=40)

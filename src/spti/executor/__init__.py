@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from spti.executor.ray import RayExecutor
 
 __all__ = ["ROLES", "Executor", "LLMCall", "LocalExecutor", "RayExecutor", "Step", "activate", "active_executor",
-           "build_backend", "is_remote", "make_executor", "render_pairs", "step_for"]
+           "build_backend", "is_remote", "is_splittable", "make_executor", "render_pairs", "step_for"]
 
 KINDS = ("local", "ray")
 
@@ -99,6 +99,20 @@ def is_remote(backend: Any) -> bool:
     from spti.executor.proxy import RemoteBackend
 
     return isinstance(backend, RemoteBackend)
+
+
+def is_splittable(llm: Any) -> bool:
+    """Whether ``llm``'s calls may be cut into parts with ``first_index`` (:attr:`spti.models.llm.LLM.splittable`).
+    A :class:`~spti.executor.proxy.RemoteBackend` answers for the backend class of its config (known on the
+    driver without loading the model)."""
+    if is_remote(llm):
+        from spti.executor.tasks import backend_class
+
+        try:
+            return bool(getattr(backend_class("llm", llm.config), "splittable", False))
+        except Exception:  # noqa: BLE001 - an unknown class cannot be split; the normal path reports errors
+            return False
+    return bool(getattr(type(llm), "splittable", False))
 
 
 def step_for(role: str, backend: Any, *, executor: Executor | None = None, config: Any = None,

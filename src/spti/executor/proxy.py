@@ -78,7 +78,7 @@ class RemoteBackend:
     @property
     def splittable(self) -> bool:
         """The backend class's ``splittable`` (see :class:`spti.models.llm.LLM`)."""
-        from spti.pe.stream import is_splittable
+        from spti.executor import is_splittable
 
         return self.role == "llm" and is_splittable(self)
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from spti.data.cache import FeatureCache, RenderCache, render_seed
+from spti.errors import BackendError
 from spti.hashing import content_key
 from spti.log import logger, progress
 from spti.pe.generation import TextGenerator
@@ -93,74 +94,78 @@ class ImageCandidateEmbedder:
         return tuple(render_seed(self.base_seed, j) for j in range(self.renders))
 
     def __call__(self, texts: Sequence[str], *, iteration: int, labels: Sequence[int] | None = None) -> np.ndarray:
-        from PIL import Image
-
-        pairs = [(t, render_seed(self.base_seed, j)) for t in texts for j in range(self.renders)]
+        pairs = [(t, s) for t in texts for s in self.seeds]
         keys = [content_key(self.render_cache.renderer.cache_key, self.image_embedder.cache_key, t, str(s)) for t, s in pairs]
         need = [i for i, k in enumerate(keys) if k not in self.features]
-        streamed: dict[tuple[str, int], np.ndarray] = {}
-        if self.stream is not None:  # rows the round's render stream made: the same features, already there
-            for i in need:
-                vec = self.stream.prefetched.get(pairs[i])
-                if vec is not None:
-                    streamed[pairs[i]] = vec
-            self.stream.clear()  # the rows of texts that are not candidates (dropped duplicates) are not kept
-        rest = [i for i in need if pairs[i] not in streamed]
-        if streamed:
-            logger.debug("candidates: %d of %d renders to embed came from the render stream", len(need) - len(rest),
-                         len(need))
-            self._store(pairs, keys, need, streamed, iteration)
-        elif rest and self._remote():
-            self._render_and_embed_remote(pairs, keys, need, iteration)
-        elif rest:
-            need_pairs = [pairs[i] for i in need]
-            paths = self.render_cache.get_paths(need_pairs, desc=f"rendering candidates (iteration {iteration})")
-            bs = self.image_embedder.batch_size
-            for b in progress(range(0, len(need), bs), desc="embedding renders", total=math.ceil(len(need) / bs)):
-                imgs = []
-                for p in paths[b : b + bs]:
-                    with Image.open(p) as im:
-                        imgs.append(im.convert("RGB"))
-                self.features.put_many([keys[i] for i in need[b : b + bs]], self.image_embedder.embed(imgs))
+        vectors = self._streamed_rows(pairs, need)
+        missing = [i for i in need if pairs[i] not in vectors]
+        if vectors:
+            logger.debug("candidates: %d of %d renders to embed came from the render stream",
+                         len(need) - len(missing), len(need))
+        if missing and self._remote():
+            self._render_and_embed_remote(pairs, missing, iteration, vectors)
+        elif missing:
+            self._render_and_embed_local(pairs, keys, need, missing, iteration, vectors)
+        if self._write_ready(pairs, keys, need, vectors, 0) != len(need):
+            raise RuntimeError("candidates: a render was neither streamed, rendered nor embedded")
         feats = np.stack([self.features.get(k) for k in keys]).astype(np.float32)
         if self.normalize:
             feats = normalize_rows(feats)
         return feats.reshape(len(texts), self.renders, -1).mean(axis=1)
 
-    def _store(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
-               vectors: dict[tuple[str, int], np.ndarray], iteration: int) -> None:
-        """Feature rows for ``need`` when some came from the render stream: the others rendered (if missing)
-        and embedded here, then all written into the feature cache in ``need`` order, in slices of the
-        embedder's batch size — the shards a run without streaming writes."""
+    def _streamed_rows(self, pairs: list[tuple[str, int]], need: list[int]) -> dict[tuple[str, int], np.ndarray]:
+        """The rows the round's render stream made for ``need`` (the same features, already there); the
+        stream's other rows (texts that did not become candidates: dropped duplicates) are let go."""
+        if self.stream is None:
+            return {}
+        rows = {pairs[i]: self.stream.prefetched[pairs[i]] for i in need if pairs[i] in self.stream.prefetched}
+        self.stream.clear()
+        return rows
+
+    def _write_ready(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
+                     vectors: dict[tuple[str, int], np.ndarray], done: int) -> int:
+        """Write into the feature cache the slices of ``need`` (in order, the embedder's batch size each) from
+        ``done`` on whose rows are all in ``vectors``; returns how far it got. One writer for every path, so
+        the cache's shards are the same whether rows were streamed, rendered here or on Ray."""
+        bs = max(1, int(self.image_embedder.batch_size))
+        while done < len(need):
+            chunk = need[done : done + bs]
+            if any(pairs[i] not in vectors for i in chunk):
+                break
+            self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))
+            done += len(chunk)
+        return done
+
+    def _render_and_embed_local(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
+                                missing: list[int], iteration: int, vectors: dict[tuple[str, int], np.ndarray]) -> None:
+        """Render ``missing`` (the render cache makes what it lacks) and embed the renders in batches of the
+        embedder's size, writing the feature cache as slices of ``need`` complete (a crash keeps them)."""
         from PIL import Image
 
-        rest = list(dict.fromkeys(pairs[i] for i in need if pairs[i] not in vectors))
-        if rest and self._remote():
-            self._render_and_embed_remote(pairs, keys, [i for i in need if pairs[i] not in vectors], iteration,
-                                          write=False, vectors=vectors)
-        elif rest:
-            paths = self.render_cache.get_paths(rest, desc=f"rendering candidates (iteration {iteration})")
-            bs = max(1, int(self.image_embedder.batch_size))
-            for b in range(0, len(rest), bs):
-                imgs = []
-                for p in paths[b : b + bs]:
-                    with Image.open(p) as im:
-                        imgs.append(im.convert("RGB"))
-                for pair, vec in zip(rest[b : b + bs], np.asarray(self.image_embedder.embed(imgs)), strict=True):
-                    vectors[pair] = vec
+        paths = self.render_cache.get_paths([pairs[i] for i in missing],
+                                            desc=f"rendering candidates (iteration {iteration})")
         bs = max(1, int(self.image_embedder.batch_size))
-        for b in range(0, len(need), bs):
-            chunk = need[b : b + bs]
-            self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))
+        done = 0
+        for b in progress(range(0, len(missing), bs), desc="embedding renders", total=math.ceil(len(missing) / bs)):
+            imgs = []
+            for p in paths[b : b + bs]:
+                with Image.open(p) as im:
+                    imgs.append(im.convert("RGB"))
+            rows = np.asarray(self.image_embedder.embed(imgs), dtype=np.float32)
+            if rows.ndim != 2 or rows.shape[0] != len(imgs):  # an embedder dropped an item: say so, as the cache does
+                raise BackendError(f"embedder returned {rows.shape[0] if rows.ndim else 0} vectors for {len(imgs)} "
+                                   "items; an embedder must return exactly one per item, in order")
+            for i, vec in zip(missing[b : b + bs], rows):
+                vectors[pairs[i]] = vec
+            done = self._write_ready(pairs, keys, need, vectors, done)
 
     def _remote(self) -> bool:
         from spti.executor import is_remote
 
         return is_remote(self.image_embedder) or is_remote(self.render_cache.renderer)
 
-    def _render_and_embed_remote(self, pairs: list[tuple[str, int]], keys: list[str], need: list[int],
-                                 iteration: int, *, write: bool = True,
-                                 vectors: dict[tuple[str, int], np.ndarray] | None = None) -> None:
+    def _render_and_embed_remote(self, pairs: list[tuple[str, int]], need: list[int], iteration: int,
+                                 vectors: dict[tuple[str, int], np.ndarray]) -> None:
         """The Ray path (requirement 2: stream, don't stage). Renders that are missing flow through one
         ``renderer -> image_embedder`` pipeline (:meth:`spti.executor.Executor.stream` of a chain), so the
         embedders start on the first renders while the renderers make the rest; each finished task's PNGs go
@@ -169,12 +174,12 @@ class ImageCandidateEmbedder:
         Same bytes as the local path: tasks are a common multiple of both batch sizes, so (when no render of
         the iteration was cached, the usual case) each backend gets the batches of the local loops; the
         features go into the feature cache in ``need`` order, in slices of the embedder's batch size, after
-        the iteration's renders are all in: the same cache shards as the local path writes."""
+        the iteration's renders are all in (by the caller, :meth:`_write_ready`): the same cache shards as the
+        local path writes. Fills ``vectors``."""
         from spti.executor import is_remote, step_for
 
         cache, embedder = self.render_cache, self.image_embedder
         bs = max(1, int(embedder.batch_size))
-        vectors = {} if vectors is None else vectors  # ``write=False``: fill the caller's, write nothing
         todo = cache.missing([pairs[i] for i in need])
         if todo and is_remote(embedder) and is_remote(cache.renderer) and embedder.executor is cache.renderer.executor:
             ex, render = step_for("renderer", cache.renderer, name=f"rendering candidates (iteration {iteration})")
@@ -194,8 +199,3 @@ class ImageCandidateEmbedder:
             ex, step = step_for("image_embedder", embedder, name="embedding renders")
             for p, vec in zip(rest, ex.map(step, [cache.path(t, s).read_bytes() for t, s in rest]), strict=True):
                 vectors[p] = vec
-        if not write:
-            return
-        for b in range(0, len(need), bs):
-            chunk = need[b : b + bs]
-            self.features.put_many([keys[i] for i in chunk], np.stack([vectors[pairs[i]] for i in chunk]))

@@ -215,7 +215,7 @@ class TextGenerator:
         current = convs
         for attempt in range(cfg.max_retries + 1):
             seed = int(stage_rng(self.seed, iteration, *keys, "llm", attempt).integers(2**31 - 1))
-            if self.stream is not None and stage != "lookahead":
+            if self.stream is not None:
                 raw = self.stream.generate(current, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                            top_p=cfg.top_p, seed=seed, clean=self.clean, known=known,
                                            desc=f"{stage} API (iteration {iteration})", stage=stage)

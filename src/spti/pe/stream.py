@@ -41,30 +41,16 @@ from typing import Any
 import numpy as np
 
 from spti.errors import BackendError
+from spti.executor import is_splittable
 from spti.log import logger
 
-__all__ = ["RenderStream", "is_splittable", "prefetch_link", "text_digest"]
+__all__ = ["RenderStream", "prefetch_link", "text_digest"]
 
 
 def text_digest(text: str) -> bytes:
     """A short digest of a caption: what the link compares against known texts (the texts themselves would
     travel to every LLM task; 16 bytes each do not)."""
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
-
-
-def is_splittable(llm: Any) -> bool:
-    """Whether ``llm``'s calls may be cut into parts with ``first_index`` (see the module docstring). A Ray
-    proxy answers for the backend class of its config (known on the driver without loading the model)."""
-    from spti.executor import is_remote
-
-    if is_remote(llm):
-        from spti.executor.tasks import backend_class
-
-        try:
-            return bool(getattr(backend_class("llm", llm.config), "splittable", False))
-        except Exception:  # noqa: BLE001 - an unknown class cannot be split; the normal path reports errors
-            return False
-    return bool(getattr(type(llm), "splittable", False))
 
 
 def prefetch_link(clean: Callable[[str], tuple[str | None, str]], seeds: tuple[int, ...], known: frozenset[bytes],
@@ -93,7 +79,7 @@ class RenderStream:
     """Runs a generation round as ``llm -> renderer -> image_embedder`` chains (see the module docstring).
 
     ``llm``, ``render_cache.renderer`` and ``image_embedder`` must all be live models (local executor) or all
-    proxies of one Ray executor: :meth:`usable` says whether this round can stream."""
+    proxies of one Ray executor: :meth:`possible` says whether they can stream."""
 
     def __init__(self, llm: Any, render_cache: Any, image_embedder: Any, *, seeds: Sequence[int], chunk: int,
                  executor: Any = None, stats: Counter | None = None):
